@@ -1,0 +1,41 @@
+# syntax=docker/dockerfile:1
+#
+# One image for both processes:
+#   API:    uvicorn api.main:app --host 0.0.0.0 --port 8000   (the default CMD)
+#   worker: arq jobs.worker.WorkerSettings                     (metrics on :9100)
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+
+RUN groupadd --system --gid 10001 longrun \
+    && useradd --system --uid 10001 --gid longrun --create-home --home-dir /home/longrun \
+        --shell /usr/sbin/nologin longrun
+
+WORKDIR /app
+
+# Dependencies first. Install the project from empty stub packages so that this
+# layer, the slow one, is rebuilt only when pyproject.toml changes; then drop
+# the stub so only the dependencies stay.
+COPY pyproject.toml ./
+RUN mkdir -p api jobs \
+    && touch README.md api/__init__.py jobs/__init__.py \
+    && pip install --no-cache-dir . \
+    && pip uninstall --yes longrun \
+    && rm -rf api jobs README.md build ./*.egg-info
+
+# Then the code: this layer is cheap, the dependencies are already installed.
+COPY README.md ./
+COPY api/ api/
+COPY jobs/ jobs/
+RUN pip install --no-cache-dir --no-deps . \
+    && rm -rf build ./*.egg-info
+
+# The code stays owned by root: the service user can read it, not change it.
+USER longrun
+
+EXPOSE 8000 9100
+
+CMD ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000"]

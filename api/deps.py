@@ -1,0 +1,126 @@
+"""FastAPI dependencies: settings, clients, the caller's identity, and owned resources."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Path, Request
+from redis.asyncio import Redis
+
+from jobs.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from jobs.records import JobRecord, JobStore
+from jobs.settings import Settings
+from jobs.storage import Storage
+
+JOB_ID_PATTERN = re.compile(r"^job_[0-9A-HJKMNP-TV-Z]{26}$")
+IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_redis(request: Request) -> Redis:
+    return request.app.state.redis
+
+
+def get_store(request: Request) -> JobStore:
+    return request.app.state.store
+
+
+def get_storage(request: Request) -> Storage:
+    return request.app.state.storage
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RedisDep = Annotated[Redis, Depends(get_redis)]
+StoreDep = Annotated[JobStore, Depends(get_store)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: an account's key, or an operator's (admin) key."""
+
+    account: str | None
+    admin: bool
+
+
+def identify(authorization: str | None, settings: Settings) -> Caller:
+    """Match a bearer key against the configured digests in constant time."""
+    if not authorization:
+        raise Unauthorized("send Authorization: Bearer <key>")
+    scheme, _, key = authorization.partition(" ")
+    key = key.strip()
+    if scheme.lower() != "bearer" or not key:
+        raise Unauthorized("send Authorization: Bearer <key>")
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    account = None
+    for known, owner in settings.account_key_digests:
+        if hmac.compare_digest(known, digest):
+            account = owner
+    admin = False
+    for known in settings.admin_key_digests:
+        if hmac.compare_digest(known, digest):
+            admin = True
+    if account is None and not admin:
+        raise Unauthorized("the API key is not valid")
+    return Caller(account=account, admin=admin)
+
+
+async def get_caller(
+    settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
+) -> Caller:
+    return identify(authorization, settings)
+
+
+async def get_account(caller: Annotated[Caller, Depends(get_caller)]) -> str:
+    if caller.account is None:
+        raise Forbidden("this route needs an account key, not an operator key")
+    return caller.account
+
+
+async def require_admin(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+    if not caller.admin:
+        raise Forbidden("this route is for operator (admin) keys")
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+AccountDep = Annotated[str, Depends(get_account)]
+AdminDep = Annotated[Caller, Depends(require_admin)]
+
+
+async def get_visible_job(
+    job_id: Annotated[str, Path(max_length=64)], caller: CallerDep, store: StoreDep
+) -> JobRecord:
+    """The job, if the caller may see it: its own account's, or any for an operator."""
+    if not JOB_ID_PATTERN.match(job_id):
+        raise NotFound("no such job")
+    record = await store.get(job_id)
+    if record is None or not (caller.admin or record.account == caller.account):
+        raise NotFound("no such job")
+    return record
+
+
+VisibleJob = Annotated[JobRecord, Depends(get_visible_job)]
+
+
+def get_idempotency_key(
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> str | None:
+    if idempotency_key is None:
+        return None
+    if not IDEMPOTENCY_KEY_PATTERN.match(idempotency_key):
+        raise InvalidInput(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            type="invalid_idempotency_key",
+        )
+    return idempotency_key
+
+
+IdempotencyKeyDep = Annotated[str | None, Depends(get_idempotency_key)]

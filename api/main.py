@@ -1,0 +1,72 @@
+"""The FastAPI app: `uvicorn api.main:app`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from ulid import ULID
+
+from api.problems import install_problem_handlers
+from api.routes import canaries, deadletters, health, jobs
+from jobs.clients import create_redis
+from jobs.logs import configure_logging
+from jobs.records import JobStore
+from jobs.settings import Settings, load_settings
+from jobs.storage import open_storage
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; settings are read from the environment unless given."""
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level)
+        async with AsyncExitStack() as stack:
+            redis = create_redis(settings)
+            stack.push_async_callback(redis.aclose)
+            app.state.settings = settings
+            app.state.redis = redis
+            app.state.store = JobStore(redis, settings)
+            app.state.storage = await stack.enter_async_context(open_storage(settings))
+            yield
+
+    app = FastAPI(
+        title="longrun",
+        version="0.1.0",
+        summary="Long-running operations behind an HTTP API",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+
+    @app.middleware("http")
+    async def request_id(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        given = request.headers.get("x-request-id", "")
+        request.state.request_id = given if REQUEST_ID.match(given) else f"req_{ULID()}"
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = request.state.request_id
+        return response
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    for module in (health, jobs, deadletters, canaries):
+        app.include_router(module.router)
+    return app
+
+
+def __getattr__(name: str) -> FastAPI:
+    # `uvicorn api.main:app` builds the app here, so importing this module needs no environment.
+    if name == "app":
+        return create_app()
+    raise AttributeError(name)

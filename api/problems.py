@@ -1,0 +1,120 @@
+"""RFC 9457 problem details: every error the API answers, mapped once from the error tree."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from jobs.errors import ServiceError, TransientError
+from jobs.retry import as_service_error
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("api.errors")
+
+_HTTP_TYPES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 406: "not_acceptable", 409: "conflict",
+    413: "payload_too_large", 415: "unsupported_media_type", 422: "invalid_input",
+    429: "too_many_requests",
+}  # fmt: skip
+
+
+def problem(
+    status: int,
+    type: str,
+    title: str,
+    detail: str | None = None,
+    *,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extensions: Any,
+) -> JSONResponse:
+    """A problem+json response; `type` is a short code, also given as `code`."""
+    body: dict[str, Any] = {
+        "type": f"https://longrun.dev/problems/{type.replace('_', '-')}",
+        "title": title,
+        "status": status,
+        "code": type,
+    }
+    if detail:
+        body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    body.update(extensions)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def service_error_response(request: Request, exc: ServiceError) -> JSONResponse:
+    """The one mapping from the error tree to HTTP."""
+    headers: dict[str, str] = {}
+    if isinstance(exc, TransientError):
+        headers["Retry-After"] = str(max(1, round(exc.retry_after or 5)))
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="longrun"'
+    return problem(
+        exc.status,
+        exc.type,
+        exc.title,
+        exc.message if exc.message != exc.title else None,
+        instance=request.url.path,
+        headers=headers,
+        **{k: v for k, v in exc.extra.items() if v is not None},
+    )
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Never echo the input back: it may be huge or hold secrets.
+    return [
+        {
+            "loc": [str(p) for p in err.get("loc", ())],
+            "msg": err.get("msg"),
+            "type": err.get("type"),
+        }
+        for err in exc.errors()[:20]
+    ]
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Make every error, FastAPI's own included, a problem+json answer."""
+
+    @app.exception_handler(ServiceError)
+    async def _service(request: Request, exc: ServiceError) -> JSONResponse:
+        return service_error_response(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return problem(
+            422,
+            "invalid_input",
+            "The request is not valid",
+            "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in _validation_errors(exc))[:500],
+            instance=request.url.path,
+            errors=_validation_errors(exc),
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_TYPES.get(exc.status_code, "http_error")
+        detail = exc.detail if isinstance(exc.detail, str) else None
+        return problem(
+            exc.status_code,
+            code,
+            code.replace("_", " ").capitalize(),
+            detail,
+            instance=request.url.path,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        error = as_service_error(exc)
+        if isinstance(error, TransientError):
+            log.warning("dependency unavailable: %s", error.message)
+            return service_error_response(request, error)
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return problem(500, "internal_error", "Internal error", instance=request.url.path)

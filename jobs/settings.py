@@ -1,0 +1,181 @@
+"""One settings class for the API and the worker, read from the environment and `.env`.
+
+A bad value stops the process at start with a message naming the variable
+(`load_settings`), never later with a stack trace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cached_property
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+KEY_PREFIXES = ("sha256:", "plain:")
+
+
+def parse_key_spec(spec: str) -> str:
+    """Turn one `sha256:<hex>` or `plain:<key>` entry into the key's SHA-256 hex digest."""
+    if spec.startswith("sha256:"):
+        digest = spec.removeprefix("sha256:").lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError("a sha256: key must be 64 hex digits")
+        return digest
+    if spec.startswith("plain:"):
+        key = spec.removeprefix("plain:")
+        if not key:
+            raise ValueError("a plain: key must not be empty")
+        return hashlib.sha256(key.encode()).hexdigest()
+    raise ValueError("each key must start with 'sha256:' or 'plain:'")
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; field names are the environment names, lower-cased."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    environment: Literal["development", "production"] = "development"
+    log_level: str = "INFO"
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    queue_name: str = "arq:queue"
+
+    s3_endpoint_url: str | None = None
+    s3_bucket: str = "longrun"
+    s3_region: str = "us-east-1"
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+
+    anthropic_api_key: SecretStr | None = None
+    anthropic_base_url: str | None = None
+    analysis_model: str = "claude-sonnet-4-5"
+
+    api_keys: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)
+    admin_api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    job_max_tries: int = Field(5, ge=1, le=100)
+    job_timeout_seconds: float = Field(300.0, gt=0)
+    job_retry_base_seconds: float = Field(2.0, gt=0)
+    job_retry_max_seconds: float = Field(600.0, gt=0)
+    job_retention_seconds: int = Field(7 * 24 * 3600, ge=60)
+    idempotency_ttl_seconds: int = Field(24 * 3600, ge=60)
+
+    worker_lease_seconds: float = Field(10.0, gt=0)
+    worker_concurrency: int = Field(20, ge=1, le=1000)
+    worker_poll_delay_seconds: float = Field(0.1, gt=0, le=10)
+    reconcile_interval_seconds: float = Field(5.0, gt=0)
+    queue_max_depth: int = Field(1000, ge=1)
+    queue_max_age_seconds: float = Field(300.0, gt=0)
+
+    max_document_bytes: int = Field(1024 * 1024, ge=1)
+
+    webhook_retry_schedule: Annotated[list[int], NoDecode] = Field(
+        default_factory=lambda: [0, 5, 300, 1800, 7200, 18000, 36000, 36000]
+    )
+    webhook_disable_after_seconds: int = Field(432000, ge=1)
+    webhook_allow_private_networks: bool = False
+
+    worker_metrics_port: int = Field(9100, ge=0, le=65535)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _parse_api_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}
+        if not isinstance(value, dict):
+            raise ValueError('must be a JSON object: {"account": ["sha256:<hex>", ...]}')
+        for account, keys in value.items():
+            if not isinstance(account, str) or not account or len(account) > 64:
+                raise ValueError("account ids must be non-empty strings of at most 64 characters")
+            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+                raise ValueError(f"account {account!r}: keys must be a JSON list of strings")
+            for key in keys:
+                parse_key_spec(key)
+        return value
+
+    @field_validator("admin_api_keys", mode="before")
+    @classmethod
+    def _parse_admin_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else []
+        if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
+            raise ValueError('must be a JSON list: ["sha256:<hex>", ...]')
+        for key in value:
+            parse_key_spec(key)
+        return value
+
+    @field_validator("webhook_retry_schedule", mode="before")
+    @classmethod
+    def _parse_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(",") if p.strip()]
+            if not parts:
+                raise ValueError("must list at least one delay in seconds")
+            try:
+                value = [int(p) for p in parts]
+            except ValueError:
+                raise ValueError("must be comma-separated whole seconds, e.g. 0,5,300") from None
+        if not isinstance(value, list) or any(not isinstance(v, int) or v < 0 for v in value):
+            raise ValueError("delays must be whole seconds >= 0")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("s3_endpoint_url", "anthropic_base_url")
+    @classmethod
+    def _check_http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value or None
+
+    @model_validator(mode="after")
+    def _check_production(self) -> Settings:
+        if self.job_retry_max_seconds < self.job_retry_base_seconds:
+            raise ValueError("JOB_RETRY_MAX_SECONDS must not be below JOB_RETRY_BASE_SECONDS")
+        if self.environment == "production":
+            plain = [k for keys in self.api_keys.values() for k in keys] + self.admin_api_keys
+            if any(k.startswith("plain:") for k in plain):
+                raise ValueError(
+                    "API_KEYS/ADMIN_API_KEYS: plain: keys are for development only; "
+                    "give sha256:<hex> digests in production"
+                )
+        return self
+
+    @cached_property
+    def account_key_digests(self) -> list[tuple[str, str]]:
+        """(sha256 hex digest, account) for every account key."""
+        return [(parse_key_spec(k), acct) for acct, keys in self.api_keys.items() for k in keys]
+
+    @cached_property
+    def admin_key_digests(self) -> list[str]:
+        """SHA-256 hex digests of the admin keys."""
+        return [parse_key_spec(k) for k in self.admin_api_keys]
+
+    @property
+    def arq_job_timeout_seconds(self) -> float:
+        """arq's hard stop: our own limit plus time for the job's cleanup to finish."""
+        return self.job_timeout_seconds + min(30.0, max(2.0, self.job_timeout_seconds * 0.1))
+
+
+class SettingsError(SystemExit):
+    """Raised at start when the environment holds a bad value; the message names it."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the settings; on a bad value exit with a message naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = "_".join(str(p) for p in err["loc"]).upper() or "settings"
+            lines.append(f"  {name}: {err['msg']}")
+        raise SettingsError("invalid configuration:\n" + "\n".join(lines)) from None

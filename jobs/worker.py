@@ -1,0 +1,131 @@
+"""The arq worker: `arq jobs.worker.WorkerSettings` starts it.
+
+`worker_options` turns our settings and job kinds into arq's Worker arguments:
+JSON (never pickle) for jobs, no arq results (the job record holds the
+outcome), clients made in `on_startup` and closed in `on_shutdown`, and the
+worker's own background loops (heartbeat, reconciler). Hooks never raise: an
+exception in an arq hook would kill the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+from arq.connections import RedisSettings
+
+from jobs.canary import CANARY
+from jobs.clients import json_dumps, json_loads
+from jobs.heartbeats import keep_beating, leave
+from jobs.logs import configure_logging
+from jobs.reconciler import keep_reconciling
+from jobs.records import JobStore
+from jobs.runner import JobKind, WorkerDeps, arq_function
+from jobs.settings import Settings, load_settings
+from jobs.storage import open_storage
+
+log = logging.getLogger("jobs.worker")
+
+DOMAIN_KINDS: tuple[JobKind, ...] = (CANARY,)
+
+Hook = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def new_worker_id() -> str:
+    """A worker id that names its host and process."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
+
+
+def _startup(settings: Settings, kinds: Sequence[JobKind]) -> Hook:
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        configure_logging(settings.log_level)
+        stack = AsyncExitStack()
+        try:
+            storage = await stack.enter_async_context(open_storage(settings))
+            worker_id = new_worker_id()
+            deps = WorkerDeps(
+                settings=settings,
+                redis=ctx["redis"],
+                store=JobStore(ctx["redis"], settings),
+                storage=storage,
+                worker_id=worker_id,
+            )
+            tasks = [
+                asyncio.create_task(
+                    keep_beating(deps.redis, worker_id, settings.worker_lease_seconds)
+                ),
+                asyncio.create_task(
+                    keep_reconciling(
+                        deps.store,
+                        {k.name for k in kinds},
+                        worker_id,
+                        settings.reconcile_interval_seconds,
+                    )
+                ),
+            ]
+        except BaseException:
+            # Nothing can run without the clients: stop now, loudly, rather than fail every job.
+            log.critical("worker could not start", exc_info=True)
+            await stack.aclose()
+            raise
+        ctx.update(deps=deps, exit_stack=stack, background=tasks)
+        log.info("worker %s started", worker_id, extra={"kinds": [k.name for k in kinds]})
+
+    return on_startup
+
+
+async def on_shutdown(ctx: dict[str, Any]) -> None:
+    """Stop the background loops, leave the worker registry and close the clients; never raises."""
+    try:
+        for task in ctx.get("background", []):
+            task.cancel()
+        await asyncio.gather(*ctx.get("background", []), return_exceptions=True)
+        deps: WorkerDeps | None = ctx.get("deps")
+        if deps is not None:
+            await leave(deps.redis, deps.worker_id)
+        stack: AsyncExitStack | None = ctx.get("exit_stack")
+        if stack is not None:
+            await stack.aclose()
+    except Exception:
+        log.exception("worker shutdown hook failed")
+
+
+def worker_options(settings: Settings, kinds: Sequence[JobKind]) -> dict[str, Any]:
+    """arq Worker arguments for these settings and job kinds."""
+    return {
+        "functions": [arq_function(kind) for kind in kinds],
+        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "queue_name": settings.queue_name,
+        "on_startup": _startup(settings, kinds),
+        "on_shutdown": on_shutdown,
+        "job_serializer": json_dumps,
+        "job_deserializer": json_loads,
+        "max_jobs": settings.worker_concurrency,
+        "job_timeout": settings.arq_job_timeout_seconds,
+        "max_tries": settings.job_max_tries,
+        # The record holds every outcome; an arq result would only block the job id.
+        "keep_result": 0,
+        "poll_delay": settings.worker_poll_delay_seconds,
+        "allow_abort_jobs": True,
+        "expires_extra_ms": settings.job_retention_seconds * 1000,
+        "health_check_interval": 60,
+    }
+
+
+def settings_class(settings: Settings, kinds: Sequence[JobKind]) -> type:
+    """A flat WorkerSettings class (arq ignores inherited attributes)."""
+    return type("WorkerSettings", (), worker_options(settings, kinds))
+
+
+def __getattr__(name: str) -> Any:
+    # `arq jobs.worker.WorkerSettings` reads the settings here, so importing this
+    # module (tests, tools) does not need a valid environment.
+    if name == "WorkerSettings":
+        return settings_class(load_settings(), DOMAIN_KINDS)
+    raise AttributeError(name)

@@ -1,0 +1,136 @@
+"""Fixtures: real services (a private Redis, an S3 server over HTTP), the app, and workers."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import httpx
+import pytest
+from arq.worker import Worker
+from redis.asyncio import Redis
+
+from api.main import create_app
+from jobs.runner import JobKind
+from jobs.settings import Settings
+from jobs.worker import worker_options
+from tests.support.kinds import TEST_KINDS
+from tests.support.services import RedisServer, S3Server
+
+ACME_KEY, GLOBEX_KEY, ADMIN_KEY = "acme-key", "globex-key", "admin-key"
+ACME = {"Authorization": f"Bearer {ACME_KEY}"}
+GLOBEX = {"Authorization": f"Bearer {GLOBEX_KEY}"}
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    server = S3Server().start()
+    yield server
+    server.stop()
+
+
+def make_settings(redis_url: str, s3_url: str, **overrides: Any) -> Settings:
+    """Settings for tests: fast retries and loops, keys for two accounts and an operator."""
+    values: dict[str, Any] = {
+        "redis_url": redis_url,
+        "s3_endpoint_url": s3_url,
+        "s3_bucket": "longrun-test",
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+        "api_keys": {"acme": [f"plain:{ACME_KEY}"], "globex": [f"plain:{GLOBEX_KEY}"]},
+        "admin_api_keys": [f"plain:{ADMIN_KEY}"],
+        "job_retry_base_seconds": 0.05,
+        "job_retry_max_seconds": 0.5,
+        "worker_poll_delay_seconds": 0.02,
+        "worker_lease_seconds": 2.0,
+        "reconcile_interval_seconds": 0.2,
+        "job_timeout_seconds": 10.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+async def settings(redis_server: RedisServer, s3_server: S3Server) -> Settings:
+    """Fresh settings over an emptied Redis and S3, with the bucket made."""
+    redis = Redis.from_url(redis_server.url)
+    await redis.flushall()
+    await redis.aclose()
+    s3_server.reset()
+    settings = make_settings(redis_server.url, s3_server.url)
+    from jobs.storage import open_storage
+
+    async with open_storage(settings) as storage:
+        await storage.ensure_bucket()
+    return settings
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    client = Redis.from_url(settings.redis_url)
+    yield client
+    await client.aclose()
+
+
+@asynccontextmanager
+async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its lifespan, driven in-process over ASGI."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            client.app = app  # type: ignore[attr-defined]
+            yield client
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    async with api_client(settings) as c:
+        yield c
+
+
+@asynccontextmanager
+async def running_worker(
+    settings: Settings, kinds: tuple[JobKind, ...] = TEST_KINDS
+) -> AsyncIterator[Worker]:
+    """A real arq worker with our job layer, running in this event loop until the block ends."""
+    worker = Worker(**worker_options(settings, kinds), handle_signals=False)
+    task = asyncio.create_task(worker.async_run())
+    try:
+        yield worker
+    finally:
+        await worker.close()
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
+@pytest.fixture
+async def worker(settings: Settings) -> AsyncIterator[Worker]:
+    async with running_worker(settings) as w:
+        yield w
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], timeout: float = 20.0, interval: float = 0.05
+) -> Any:
+    """Await `check()` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")

@@ -1,0 +1,153 @@
+"""Static checks of compose.yaml: no Docker engine needed."""
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = ROOT / "compose.yaml"
+
+API_COMMAND = ["uvicorn", "api.main:app", "--host", "0.0.0.0", "--port", "8000"]
+WORKER_COMMAND = ["arq", "jobs.worker.WorkerSettings"]
+
+
+def _load_compose() -> dict:
+    text = COMPOSE_FILE.read_text()
+    try:
+        import yaml
+    except ImportError:  # check-jsonschema always brings ruamel.yaml
+        from ruamel.yaml import YAML
+
+        return YAML(typ="safe", pure=True).load(text)
+    return yaml.safe_load(text)
+
+
+def _services() -> dict:
+    return _load_compose()["services"]
+
+
+def _argv(command) -> list[str]:
+    """A compose `command` as an argv list, whether written as a string or a list."""
+    return shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
+
+
+def _one_shot_services(services: dict) -> set[str]:
+    """Services others wait on to *finish*: they exit, so they need no healthcheck."""
+    names = set()
+    for service in services.values():
+        depends_on = service.get("depends_on", {})
+        if isinstance(depends_on, dict):
+            for name, spec in depends_on.items():
+                if spec.get("condition") == "service_completed_successfully":
+                    names.add(name)
+    return names
+
+
+def _check_jsonschema() -> str:
+    beside_python = Path(sys.executable).parent / "check-jsonschema"
+    if beside_python.exists():
+        return str(beside_python)
+    found = shutil.which("check-jsonschema")
+    if found is None:
+        pytest.fail("check-jsonschema is not installed (it is in the dev extras)")
+    return found
+
+
+def test_compose_file_is_valid_against_compose_spec():
+    result = subprocess.run(
+        [_check_jsonschema(), "--builtin-schema", "vendor.compose-spec", str(COMPOSE_FILE)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_file_has_no_obsolete_version_key():
+    assert "version" not in _load_compose()
+
+
+def test_redis_in_compose_uses_aof_every_second():
+    argv = _argv(_services()["redis"]["command"])
+    assert argv[0] == "redis-server"
+    assert argv[argv.index("--appendonly") + 1] == "yes"
+    assert argv[argv.index("--appendfsync") + 1] == "everysec"
+
+
+def test_redis_data_is_kept_in_a_named_volume():
+    compose = _load_compose()
+    assert "redis-data:/data" in compose["services"]["redis"]["volumes"]
+    assert "redis-data" in compose["volumes"]
+
+
+def test_api_service_runs_uvicorn_on_port_8000():
+    assert _argv(_services()["api"]["command"]) == API_COMMAND
+
+
+def test_worker_service_runs_the_arq_worker():
+    assert _argv(_services()["worker"]["command"]) == WORKER_COMMAND
+
+
+def test_every_long_running_service_has_a_healthcheck():
+    services = _services()
+    long_running = set(services) - _one_shot_services(services)
+    assert {"redis", "minio", "api", "worker"} <= long_running
+    missing = sorted(
+        name
+        for name in long_running
+        if not services[name].get("healthcheck", {}).get("test")
+        or services[name]["healthcheck"].get("disable")
+    )
+    assert missing == []
+
+
+@pytest.mark.parametrize("name", ["api", "worker"])
+def test_app_services_wait_for_healthy_redis_and_created_bucket(name):
+    depends_on = _services()[name]["depends_on"]
+    assert depends_on["redis"]["condition"] == "service_healthy"
+    assert depends_on["minio-init"]["condition"] == "service_completed_successfully"
+
+
+def test_worker_gets_time_to_finish_jobs_on_stop():
+    assert _services()["worker"]["stop_grace_period"] == "30s"
+
+
+def test_worker_healthcheck_probes_its_metrics_port():
+    worker = _services()["worker"]
+    assert str(worker["environment"]["WORKER_METRICS_PORT"]) == "9100"
+    assert "http://127.0.0.1:9100/metrics" in " ".join(worker["healthcheck"]["test"])
+
+
+def test_bucket_init_creates_the_bucket_idempotently():
+    init = _services()["minio-init"]
+    assert init["depends_on"]["minio"]["condition"] == "service_healthy"
+    script = " ".join(init["entrypoint"])
+    assert "mc alias set" in script
+    assert "mc mb --ignore-existing" in script
+
+
+@pytest.mark.parametrize("variable", ["API_KEYS", "ADMIN_API_KEYS"])
+def test_key_defaults_interpolate_to_valid_json(variable):
+    # Compose closes ${VAR:-default} at the brace that balances every "{" before it
+    # (compose-go getFirstBraceClosingIndex), so a JSON default must be balanced and
+    # the whole value must be exactly one substitution.
+    value = _services()["api"]["environment"][variable]
+    match = re.fullmatch(r"\$\{" + variable + r":-(.*)\}", value)
+    assert match, value
+    default = match.group(1)
+    json.loads(default)
+    assert default.count("{") == default.count("}")
+
+
+def test_api_and_worker_share_one_environment():
+    services = _services()
+    assert services["api"]["environment"] == services["worker"]["environment"]
+    env = services["api"]["environment"]
+    assert env["REDIS_URL"] == "redis://redis:6379/0"
+    assert env["S3_ENDPOINT_URL"] == "http://minio:9000"
