@@ -138,7 +138,13 @@ async def run_attempt(ctx: WorkerContext, kind: JobKind, job_id: str) -> None:
         return
     entry = _attempt_entry(record, started, "succeeded")
     await store.finish(
-        record, JobState.SUCCEEDED, attempt_entry=entry, result=result, progress=1.0, error=None
+        record,
+        JobState.SUCCEEDED,
+        attempt_entry=entry,
+        result=result,
+        progress=1.0,
+        stage=None,
+        error=None,
     )
     log.info(
         "job succeeded",

@@ -78,7 +78,9 @@ class Settings(BaseSettings):
     webhook_disable_after_seconds: int = Field(432000, ge=1)
     webhook_allow_private_networks: bool = False
 
+    # 0 turns the worker's metrics server off.
     worker_metrics_port: int = Field(9100, ge=0, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -19,6 +19,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from arq.connections import RedisSettings
+from prometheus_client import start_http_server
 
 from jobs.canary import CANARY
 from jobs.clients import json_dumps, json_loads
@@ -56,6 +57,11 @@ def _startup(settings: Settings, kinds: Sequence[JobKind]) -> Hook:
                 storage=storage,
                 worker_id=worker_id,
             )
+            if settings.worker_metrics_port:
+                server, _ = start_http_server(
+                    settings.worker_metrics_port, addr=settings.worker_metrics_host
+                )
+                stack.callback(server.shutdown)
             tasks = [
                 asyncio.create_task(
                     keep_beating(deps.redis, worker_id, settings.worker_lease_seconds)

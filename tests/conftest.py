@@ -56,6 +56,7 @@ def make_settings(redis_url: str, s3_url: str, **overrides: Any) -> Settings:
         "worker_lease_seconds": 2.0,
         "reconcile_interval_seconds": 0.2,
         "job_timeout_seconds": 10.0,
+        "worker_metrics_port": 0,
     }
     values.update(overrides)
     return Settings(**values)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from jobs.records import JobStore
-from tests.conftest import eventually, make_settings, running_worker, api_client
+from tests.conftest import api_client, eventually, make_settings, running_worker
 from tests.support.kinds import BROKEN_FLAG
 from tests.support.services import free_port
 
