@@ -47,6 +47,7 @@ class JobPublic(BaseModel):
     result: Any = None
     error: JobError | None = None
     replay_of: str | None = None
+    cancel_requested_at: str | None = None
     attempts: list[dict[str, Any]] = []
 
 
@@ -80,6 +81,7 @@ def job_public(record: JobRecord) -> JobPublic:
         result=record.result,
         error=JobError(**record.error) if record.error else None,
         replay_of=record.replay_of,
+        cancel_requested_at=rfc3339(record.cancel_requested_at),
         attempts=[attempt_public(a) for a in record.attempts],
     )
 

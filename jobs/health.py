@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from redis.asyncio import Redis
 
-from jobs.heartbeats import workers_online
+from jobs.leases import workers_online
 from jobs.records import DLQ_OPEN_KEY, KINDS_KEY, now_ms, running_key, waiting_key
 from jobs.settings import Settings
 

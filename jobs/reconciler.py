@@ -20,6 +20,7 @@ from jobs.records import (
     ARQ_JOB_PREFIX,
     PREFIX,
     JobRecord,
+    JobState,
     JobStore,
 )
 from jobs.runner import fail_job
@@ -62,7 +63,7 @@ async def _orphans(redis: Redis, ids: list[str]) -> list[str]:
 
 
 async def reconcile_once(store: JobStore, known_kinds: Collection[str]) -> int:
-    """One pass over the unfinished jobs; returns how many were finished as failed."""
+    """One pass over the unfinished jobs; returns how many it finished."""
     redis = store.redis
     finished = 0
     batch: list[str] = []
@@ -83,7 +84,12 @@ async def _reconcile_batch(store: JobStore, known_kinds: Collection[str], ids: l
         if record is None:
             # The record expired: only its index entry is left.
             await store.redis.zrem(ACTIVE_KEY, job_id)
-        elif not record.state.finished:
+        elif record.state.finished:
+            continue
+        elif record.cancel_requested_at:
+            # arq aborted it before it started: the client's cancel, not a failure.
+            finished += await store.finish(record, JobState.CANCELLED, orphan_only=True)
+        else:
             error = orphan_error(record, known_kinds)
             finished += await fail_job(store, record, error, None, orphan_only=True)
     return finished

@@ -86,7 +86,17 @@ def running_key(kind: str) -> str:
     return f"{PREFIX}running:{kind}"
 
 
+def worker_jobs_key(worker: str) -> str:
+    return f"{PREFIX}worker:{worker}:jobs"
+
+
+def fence_key(worker: str) -> str:
+    return f"{PREFIX}worker:{worker}:fenced"
+
+
+WORKERS_KEY = f"{PREFIX}workers"
 ACTIVE_KEY = f"{PREFIX}active"
+ARQ_ABORT_KEY = "arq:abort"
 KINDS_KEY = f"{PREFIX}kinds"
 DLQ_KEY = f"{PREFIX}dlq"
 DLQ_OPEN_KEY = f"{PREFIX}dlq:open"
@@ -131,6 +141,8 @@ class JobRecord:
     replay_of: str | None = None
     replayed_as: str | None = None
     worker: str | None = None
+    crashes: int = 0
+    cancel_requested_at: int | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
@@ -163,6 +175,8 @@ class JobRecord:
             replay_of=h.get("replay_of") or None,
             replayed_as=h.get("replayed_as") or None,
             worker=h.get("worker") or None,
+            crashes=int(h.get("crashes") or 0),
+            cancel_requested_at=_int_or_none(h.get("cancel_requested_at")),
             attempts=[json.loads(a) for a in attempts or []],
         )
 
@@ -173,6 +187,13 @@ class Enqueued:
 
     job_id: str
     replayed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Busy:
+    """`mark_started` found the job running on another live worker."""
+
+    owner: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +238,9 @@ class JobStore:
         self._enqueue = _load_script(redis, "enqueue")
         self._start = _load_script(redis, "start")
         self._finish = _load_script(redis, "finish")
+        self._cancel = _load_script(redis, "cancel")
+        self._beat = _load_script(redis, "beat")
+        self._reap = _load_script(redis, "reap")
 
     @property
     def retention_s(self) -> int:
@@ -370,20 +394,29 @@ class JobStore:
 
     async def mark_started(
         self, job_id: str, kind: str, attempt: int, worker: str
-    ) -> JobRecord | None:
+    ) -> JobRecord | Busy | None:
         """Move the record to `running` for this attempt; None if it has no record.
 
         A record already finished (cancelled, or failed by the reconciler) is returned
-        unchanged so the caller can skip the run.
+        unchanged so the caller can skip the run; `Busy` when another live worker runs it
+        (arq's try count is then undone).
         """
         started = now_ms()
         entry = {"attempt": attempt, "started_at": started, "worker": worker}
         raw = await self._start(
-            keys=[record_key(job_id), attempts_key(job_id), waiting_key(kind), running_key(kind)],
-            args=[job_id, attempt, started, worker, json.dumps(entry), self.retention_s],
-        )
+            keys=[
+                record_key(job_id), attempts_key(job_id), waiting_key(kind), running_key(kind),
+                WORKERS_KEY, worker_jobs_key(worker), ARQ_RETRY_PREFIX + job_id,
+            ],
+            args=[
+                job_id, attempt, started, worker, json.dumps(entry), self.retention_s,
+                int(self.settings.worker_lease_seconds * 1000),
+            ],
+        )  # fmt: skip
         if not raw:
             return None
+        if _text(raw[0]) == "busy":
+            return Busy(owner=_text(raw[1]) or "")
         record = JobRecord.from_redis(raw)
         if not record.state.finished:
             record.attempts = [entry]
@@ -397,31 +430,93 @@ class JobStore:
         attempt_entry: dict[str, Any] | None = None,
         due_ms: int | None = None,
         orphan_only: bool = False,
+        owner: str | None = None,
+        undo_try: bool = False,
         **fields: Any,
     ) -> bool:
-        """Record an attempt's outcome; False when the record was missing or already final."""
+        """Record an attempt's outcome; False when the record was missing or already final.
+
+        `owner`: apply only while that worker still runs the job (a worker declared dead
+        must not overwrite its successor). `orphan_only`: apply only if arq holds no job.
+        `undo_try`: the run was handed back unfinished, so arq's try count is decremented.
+        """
         pairs: list[str | int] = []
         for name, value in fields.items():
             if isinstance(value, dict | list) or name in ("result", "error"):
                 value = json.dumps(value, separators=(",", ":"))
             pairs += [name, "" if value is None else value]
+        guard = "orphan" if orphan_only else owner or ""
         done = await self._finish(
             keys=[
                 record_key(record.id), attempts_key(record.id), waiting_key(record.kind),
                 running_key(record.kind), ACTIVE_KEY, DLQ_KEY, DLQ_OPEN_KEY,
                 ARQ_JOB_PREFIX + record.id, ARQ_IN_PROGRESS_PREFIX + record.id,
+                ARQ_RETRY_PREFIX + record.id, ARQ_ABORT_KEY,
             ],
             args=[
                 record.id, state.value, now_ms(),
                 json.dumps(attempt_entry) if attempt_entry else "",
-                self.retention_s, due_ms or 0, "orphan" if orphan_only else "", *pairs,
+                self.retention_s, due_ms or 0, guard, "1" if undo_try else "", *pairs,
             ],
         )  # fmt: skip
         return bool(done)
 
+    async def cancel(self, record: JobRecord) -> str:
+        """Cancel a job: 'cancelled' at once when it was waiting, 'cancelling' when its
+        worker must stop it, or the final state it already had."""
+        answer = await self._cancel(
+            keys=[
+                record_key(record.id), waiting_key(record.kind), ACTIVE_KEY,
+                ARQ_JOB_PREFIX + record.id, self.queue_name, ARQ_IN_PROGRESS_PREFIX + record.id,
+                ARQ_ABORT_KEY, ARQ_RETRY_PREFIX + record.id,
+            ],
+            args=[record.id, now_ms(), self.retention_s],
+        )  # fmt: skip
+        return _text(answer) or "missing"
+
+    async def beat(self, worker: str, claim_ttl_ms: int) -> bool:
+        """Refresh a worker's heartbeat and its claims; False when it was declared dead."""
+        answer = await self._beat(
+            keys=[WORKERS_KEY, worker_jobs_key(worker), fence_key(worker)],
+            args=[worker, time.time(), claim_ttl_ms],
+        )
+        return _text(answer) == "ok"
+
+    async def reap_worker(self, worker: str, crash_cap: int) -> dict[str, str]:
+        """Release every job of a dead worker (or dead-letter it past the crash cap), fence
+        the worker so it cannot write outcomes if it was only stalled, and forget it."""
+        await self.redis.set(fence_key(worker), 1, ex=24 * 3600)
+        outcomes: dict[str, str] = {}
+        for member in await self.redis.smembers(worker_jobs_key(worker)):
+            job_id = member.decode()
+            kind = _text(await self.redis.hget(record_key(job_id), "kind")) or "-"
+            answer = await self._reap(
+                keys=[
+                    record_key(job_id), attempts_key(job_id), waiting_key(kind),
+                    running_key(kind), ACTIVE_KEY, DLQ_KEY, DLQ_OPEN_KEY,
+                    ARQ_JOB_PREFIX + job_id, ARQ_IN_PROGRESS_PREFIX + job_id,
+                    ARQ_RETRY_PREFIX + job_id, self.queue_name, worker_jobs_key(worker),
+                ],
+                args=[job_id, worker, now_ms(), crash_cap, self.retention_s],
+            )  # fmt: skip
+            outcomes[job_id] = _text(answer) or ""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(WORKERS_KEY, worker)
+            pipe.delete(worker_jobs_key(worker))
+            await pipe.execute()
+        return outcomes
+
+    async def dead_workers(self, lease_s: float) -> list[str]:
+        """Workers whose heartbeat is older than one lease."""
+        stale = await self.redis.zrangebyscore(WORKERS_KEY, "-inf", f"({time.time() - lease_s}")
+        return [w.decode() for w in stale]
+
     async def set_progress(self, job_id: str, progress: float, stage: str | None) -> None:
-        """Store a running job's progress (0..1) and stage."""
+        """Store a running job's progress (0..1) and stage, and tell its watchers."""
         fields: dict[str, str | float] = {"progress": progress, "updated_at": now_ms()}
         if stage is not None:
             fields["stage"] = stage
-        await self.redis.hset(record_key(job_id), mapping=fields)  # type: ignore[arg-type]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hset(record_key(job_id), mapping=fields)  # type: ignore[arg-type]
+            pipe.publish(record_key(job_id), "progress")
+            await pipe.execute()

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from arq import Retry
-from arq.worker import Function, func
+from arq.worker import Function, RetryJob, func
 from redis.asyncio import Redis
 
 from jobs.errors import JobTimedOut
-from jobs.records import JobRecord, JobState, JobStore, now_ms
+from jobs.records import Busy, JobRecord, JobState, JobStore, now_ms, record_key
 from jobs.retry import decide
 from jobs.settings import Settings
 from jobs.storage import Storage
@@ -32,7 +32,7 @@ log = logging.getLogger("jobs.runner")
 
 @dataclass
 class WorkerDeps:
-    """The clients a worker made in `on_startup`, shared by every job."""
+    """The clients a worker made in `on_startup`, shared by every job, and what it runs."""
 
     settings: Settings
     redis: Redis
@@ -40,6 +40,17 @@ class WorkerDeps:
     storage: Storage
     worker_id: str
     rng: random.Random = field(default_factory=random.Random)
+    # job id -> the task running its attempt, so a fenced worker can stop them
+    running: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+    fenced_jobs: set[str] = field(default_factory=set)
+
+    def fence(self, new_worker_id: str) -> None:
+        """This worker was declared dead: stop its jobs without recording their outcome
+        (another worker owns them now) and carry on under a new identity."""
+        self.worker_id = new_worker_id
+        for job_id, task in list(self.running.items()):
+            self.fenced_jobs.add(job_id)
+            task.cancel()
 
 
 class WorkerContext(TypedDict, total=False):
@@ -53,10 +64,13 @@ class WorkerContext(TypedDict, total=False):
 
 @dataclass
 class JobRun:
-    """What a handler gets besides its arguments: who it runs for, and a progress reporter."""
+    """What a handler gets besides its arguments: who it runs for, progress reporting,
+    and its soft time limit."""
 
     deps: WorkerDeps
     record: JobRecord
+    soft_limit: asyncio.Event = field(default_factory=asyncio.Event)
+    soft_deadline: float = 0.0
 
     @property
     def job_id(self) -> str:
@@ -69,6 +83,10 @@ class JobRun:
     @property
     def attempt(self) -> int:
         return self.record.attempt
+
+    def time_left(self) -> float:
+        """Seconds until the soft time limit, when the job is cancelled to clean up."""
+        return max(0.0, self.soft_deadline - time.monotonic())
 
     async def progress(self, fraction: float, stage: str | None = None) -> None:
         """Report progress (0..1) and a short stage name; shown by the status API."""
@@ -105,55 +123,114 @@ async def run_attempt(ctx: WorkerContext, kind: JobKind, job_id: str) -> None:
     Retry behaviour: a transient failure with tries left raises arq's `Retry`
     with a full-jitter backoff (at least the server's retry-after); a permanent
     failure, or a transient one on the last try, ends the job `failed` with a
-    dead letter. A cancelled attempt (shutdown) is recorded and re-raised so
-    arq runs it again.
+    dead letter. At the soft time limit the handler is cancelled so its cleanup
+    runs, and the attempt is a transient `job_timeout`. An interrupted attempt
+    ends `cancelled` when the client cancelled it; at shutdown it is handed back
+    without spending a try.
     """
     deps = ctx["deps"]
-    store = deps.store
-    record = await store.mark_started(job_id, kind.name, ctx["job_try"], deps.worker_id)
-    if record is None:
+    owner = deps.worker_id
+    started = await deps.store.mark_started(job_id, kind.name, ctx["job_try"], owner)
+    if started is None:
         log.error("job %s has no record (expired?); dropping it", job_id)
         return
-    if record.state.finished:
-        log.info("job %s is already %s; not running it", job_id, record.state.value)
+    if isinstance(started, Busy):
+        log.warning("job %s is running on live worker %s; backing off", job_id, started.owner)
+        raise Retry(defer=deps.settings.worker_lease_seconds / 2)
+    if started.state.finished:
+        log.info("job %s is already %s; not running it", job_id, started.state.value)
         return
-    started = record.attempts[0]["started_at"] if record.attempts else now_ms()
-    run = JobRun(deps=deps, record=record)
-    clock = time.monotonic()
+    task = asyncio.current_task()
+    assert task is not None
+    deps.running[job_id] = task
     try:
-        async with asyncio.timeout(deps.settings.job_timeout_seconds) as limit:
-            result = await kind.handler(run, record.args)
+        await _supervise(deps, kind, started, owner)
+    finally:
+        deps.running.pop(job_id, None)
+        deps.fenced_jobs.discard(job_id)
+
+
+async def _stop(handler: asyncio.Task[Any], grace_s: float) -> None:
+    """Cancel the handler and give its cleanup up to `grace_s` to finish."""
+    handler.cancel()
+    done, _ = await asyncio.wait({handler}, timeout=grace_s)
+    if not done:
+        log.error("job handler did not finish its cleanup within %.1fs", grace_s)
+
+
+async def _supervise(deps: WorkerDeps, kind: JobKind, record: JobRecord, owner: str) -> None:
+    settings = deps.settings
+    started = record.attempts[0]["started_at"] if record.attempts else now_ms()
+    soft_s = settings.soft_timeout_seconds
+    # Leave a little of the cleanup window to record the outcome before arq's hard stop.
+    grace_s = (settings.job_timeout_seconds - soft_s) * 0.8
+    run = JobRun(deps=deps, record=record, soft_deadline=time.monotonic() + soft_s)
+    clock = time.monotonic()
+    handler = asyncio.create_task(kind.handler(run, record.args))
+    try:
+        done, _ = await asyncio.wait({handler}, timeout=soft_s)
     except asyncio.CancelledError:
-        entry = _attempt_entry(record, started, "interrupted")
-        await asyncio.shield(
-            store.finish(record, JobState.QUEUED, attempt_entry=entry, due_ms=now_ms())
-        )
+        await _stop(handler, grace_s)
+        await _record_interruption(deps, record, started, owner)
         raise
-    except Exception as exc:
-        if isinstance(exc, TimeoutError) and limit.expired():
-            exc = JobTimedOut(
-                f"the job ran past JOB_TIMEOUT_SECONDS={deps.settings.job_timeout_seconds:g}"
-            )
-        await _record_failure(deps, record, started, exc)
+    if not done:
+        log.warning("job %s reached its soft time limit; cancelling it to clean up", record.id)
+        run.soft_limit.set()
+        await _stop(handler, grace_s)
+        limit = f"JOB_TIMEOUT_SECONDS={settings.job_timeout_seconds:g}"
+        timed_out = JobTimedOut(f"the job ran past its time limit ({limit})")
+        await _record_failure(deps, record, started, timed_out, owner)
+        return
+    exc = handler.exception()
+    if exc is not None:
+        await _record_failure(deps, record, started, exc, owner)
         return
     entry = _attempt_entry(record, started, "succeeded")
-    await store.finish(
+    done_ok = await deps.store.finish(
         record,
         JobState.SUCCEEDED,
+        owner=owner,
         attempt_entry=entry,
-        result=result,
+        result=handler.result(),
         progress=1.0,
         stage=None,
         error=None,
     )
+    if not done_ok:
+        _lost_lease(record)
     log.info(
         "job succeeded",
-        extra={"job_id": job_id, "kind": kind.name, "seconds": time.monotonic() - clock},
+        extra={"job_id": record.id, "kind": kind.name, "seconds": time.monotonic() - clock},
     )
 
 
+def _lost_lease(record: JobRecord) -> None:
+    log.error("job %s: this worker lost its lease; the outcome is discarded", record.id)
+    # Neither success nor Retry: either would make arq touch a job another worker now runs.
+    raise RetryJob()
+
+
+async def _record_interruption(
+    deps: WorkerDeps, record: JobRecord, started: int, owner: str
+) -> None:
+    if record.id in deps.fenced_jobs:
+        return
+    cancel_requested = await deps.redis.hexists(record_key(record.id), "cancel_requested_at")
+    if cancel_requested:
+        entry = _attempt_entry(record, started, "cancelled")
+        await deps.store.finish(record, JobState.CANCELLED, owner=owner, attempt_entry=entry)
+        log.info("job %s cancelled by its client", record.id)
+        return
+    # Shutdown: hand the job back for another worker now, without spending a try.
+    entry = _attempt_entry(record, started, "interrupted")
+    await deps.store.finish(
+        record, JobState.QUEUED, owner=owner, attempt_entry=entry, due_ms=now_ms(), undo_try=True
+    )
+    log.info("job %s handed back at shutdown", record.id)
+
+
 async def _record_failure(
-    deps: WorkerDeps, record: JobRecord, started: int, exc: Exception
+    deps: WorkerDeps, record: JobRecord, started: int, exc: BaseException, owner: str
 ) -> None:
     decision = decide(exc, record.attempt, record.max_attempts, deps.settings, deps.rng)
     if decision.retry:
@@ -166,14 +243,17 @@ async def _record_failure(
             defer_seconds=round(decision.defer_s, 3),
             backoff_window_seconds=round(decision.window_s, 3),
         )
-        await deps.store.finish(
+        recorded = await deps.store.finish(
             record,
             JobState.RETRYING,
+            owner=owner,
             attempt_entry=entry,
             due_ms=due,
             error=decision.error,
             next_attempt_at=due,
         )
+        if not recorded:
+            _lost_lease(record)
         log.warning(
             "job attempt %d/%d failed, retrying in %.2fs: %s",
             record.attempt,
@@ -184,7 +264,10 @@ async def _record_failure(
         )
         raise Retry(defer=decision.defer_s)
     entry = _attempt_entry(record, started, "failed", error=decision.error)
-    await fail_job(deps.store, record, decision.error, decision.traceback, attempt_entry=entry)
+    if not await fail_job(
+        deps.store, record, decision.error, decision.traceback, attempt_entry=entry, owner=owner
+    ):
+        _lost_lease(record)
 
 
 async def fail_job(
@@ -195,6 +278,7 @@ async def fail_job(
     *,
     attempt_entry: dict[str, Any] | None = None,
     orphan_only: bool = False,
+    owner: str | None = None,
 ) -> bool:
     """End a job `failed` with a dead letter, and log it at CRITICAL with its context."""
     done = await store.finish(
@@ -202,6 +286,7 @@ async def fail_job(
         JobState.FAILED,
         attempt_entry=attempt_entry,
         orphan_only=orphan_only,
+        owner=owner,
         error=error,
         traceback=traceback,
     )

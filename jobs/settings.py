@@ -58,12 +58,15 @@ class Settings(BaseSettings):
 
     job_max_tries: int = Field(5, ge=1, le=100)
     job_timeout_seconds: float = Field(300.0, gt=0)
+    job_cleanup_seconds: float = Field(10.0, gt=0)
     job_retry_base_seconds: float = Field(2.0, gt=0)
     job_retry_max_seconds: float = Field(600.0, gt=0)
     job_retention_seconds: int = Field(7 * 24 * 3600, ge=60)
     idempotency_ttl_seconds: int = Field(24 * 3600, ge=60)
 
     worker_lease_seconds: float = Field(10.0, gt=0)
+    worker_max_crashes: int = Field(3, ge=1, le=100)
+    worker_drain_seconds: int = Field(20, ge=0, le=3600)
     worker_concurrency: int = Field(20, ge=1, le=1000)
     worker_poll_delay_seconds: float = Field(0.1, gt=0, le=10)
     reconcile_interval_seconds: float = Field(5.0, gt=0)
@@ -162,9 +165,17 @@ class Settings(BaseSettings):
         return [parse_key_spec(k) for k in self.admin_api_keys]
 
     @property
-    def arq_job_timeout_seconds(self) -> float:
-        """arq's hard stop: our own limit plus time for the job's cleanup to finish."""
-        return self.job_timeout_seconds + min(30.0, max(2.0, self.job_timeout_seconds * 0.1))
+    def soft_timeout_seconds(self) -> float:
+        """When a job is told to stop and clean up: `JOB_CLEANUP_SECONDS` before the hard
+        limit, or a quarter of the limit for very short limits."""
+        return self.job_timeout_seconds - min(
+            self.job_cleanup_seconds, self.job_timeout_seconds / 4
+        )
+
+    @property
+    def claim_ttl_ms(self) -> int:
+        """arq's claim on a running job (its in-progress key), renewed by the heartbeat."""
+        return int((self.job_timeout_seconds + 10) * 1000)
 
 
 class SettingsError(SystemExit):

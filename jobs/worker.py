@@ -23,10 +23,10 @@ from prometheus_client import start_http_server
 
 from jobs.canary import CANARY
 from jobs.clients import json_dumps, json_loads
-from jobs.heartbeats import keep_beating, leave
+from jobs.leases import keep_beating, keep_reaping
 from jobs.logs import configure_logging
 from jobs.reconciler import keep_reconciling
-from jobs.records import JobStore
+from jobs.records import WORKERS_KEY, JobStore
 from jobs.runner import JobKind, WorkerDeps, arq_function
 from jobs.settings import Settings, load_settings
 from jobs.storage import open_storage
@@ -62,9 +62,21 @@ def _startup(settings: Settings, kinds: Sequence[JobKind]) -> Hook:
                     settings.worker_metrics_port, addr=settings.worker_metrics_host
                 )
                 stack.callback(server.shutdown)
+            await deps.store.beat(worker_id, settings.claim_ttl_ms)
             tasks = [
                 asyncio.create_task(
-                    keep_beating(deps.redis, worker_id, settings.worker_lease_seconds)
+                    keep_beating(
+                        deps.store,
+                        lambda: deps.worker_id,
+                        settings.worker_lease_seconds,
+                        settings.claim_ttl_ms,
+                        lambda: deps.fence(new_worker_id()),
+                    )
+                ),
+                asyncio.create_task(
+                    keep_reaping(
+                        deps.store, settings.worker_lease_seconds, settings.worker_max_crashes
+                    )
                 ),
                 asyncio.create_task(
                     keep_reconciling(
@@ -94,7 +106,7 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
         await asyncio.gather(*ctx.get("background", []), return_exceptions=True)
         deps: WorkerDeps | None = ctx.get("deps")
         if deps is not None:
-            await leave(deps.redis, deps.worker_id)
+            await deps.redis.zrem(WORKERS_KEY, deps.worker_id)
         stack: AsyncExitStack | None = ctx.get("exit_stack")
         if stack is not None:
             await stack.aclose()
@@ -113,7 +125,10 @@ def worker_options(settings: Settings, kinds: Sequence[JobKind]) -> dict[str, An
         "job_serializer": json_dumps,
         "job_deserializer": json_loads,
         "max_jobs": settings.worker_concurrency,
-        "job_timeout": settings.arq_job_timeout_seconds,
+        "job_timeout": settings.job_timeout_seconds,
+        # On SIGTERM: stop taking jobs, let running ones finish for this long, then hand
+        # the rest back (the runner undoes their try).
+        "job_completion_wait": settings.worker_drain_seconds,
         "max_tries": settings.job_max_tries,
         # The record holds every outcome; an arq result would only block the job id.
         "keep_result": 0,

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 from jobs.records import JobStore
 from tests.conftest import ADMIN, eventually, running_worker
-from tests.support.processes import kill, start_worker
 
 
 async def dead_letter(client, job_id):
@@ -58,33 +55,3 @@ async def test_reconciler_leaves_live_jobs_alone(settings, redis, client):
 async def _succeeded(store, job_id):
     job = await store.get(job_id)
     return job if job.state == "succeeded" else None
-
-
-@pytest.mark.slow
-async def test_worker_killed_until_arq_gives_up_ends_failed_with_dead_letter(
-    settings, redis, client, tmp_path
-):
-    fast = settings.model_copy(update={"job_timeout_seconds": 1.0, "job_max_tries": 2})
-    store = JobStore(redis, fast)
-    job_id = (await store.create(kind="test.sleepy", account="acme", args={"seconds": 60})).job_id
-    for attempt in (1, 2):
-        proc = start_worker(fast, tmp_path / f"worker{attempt}.log")
-        try:
-            await eventually(lambda: redis.llen(f"test:started:{job_id}"), timeout=60, interval=0.1)
-            await eventually(
-                lambda n=attempt: _started_n(redis, job_id, n), timeout=60, interval=0.1
-            )
-        finally:
-            kill(proc)
-    # The third pickup finds the tries used up: arq drops the job without any hook.
-    proc = start_worker(fast, tmp_path / "worker3.log")
-    try:
-        dead = await dead_letter(client, job_id)
-    finally:
-        kill(proc)
-    assert dead["error"]["type"] == "attempts_exhausted"
-    assert [a["attempt"] for a in dead["attempts"]] == [1, 2]
-
-
-async def _started_n(redis, job_id, n):
-    return await redis.llen(f"test:started:{job_id}") >= n

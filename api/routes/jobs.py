@@ -1,18 +1,22 @@
-"""Job status: one job, and a filtered, paginated list of the account's jobs."""
+"""Job status: one job, a filtered list, cancellation, and a live event stream."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.deps import AccountDep, StoreDep, VisibleJob
+from api.deps import AccountDep, RedisDep, StoreDep, VisibleJob
 from api.schemas import JobPublic, Page, job_public, poll_after_seconds
-from jobs.records import account_index_key, now_ms
+from jobs.errors import Conflict, NotFound
+from jobs.records import account_index_key, now_ms, record_key
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 StateFilter = Literal["queued", "running", "retrying", "succeeded", "failed", "cancelled"]
+KEEPALIVE_S = 15.0
 
 
 @router.get("/{job_id}", response_model=JobPublic)
@@ -37,3 +41,71 @@ async def list_jobs(
         account_index_key(account), limit=limit, cursor=cursor, state=state, kind=kind
     )
     return Page[JobPublic](data=[job_public(r) for r in page.items], next_cursor=page.next_cursor)
+
+
+@router.post(
+    "/{job_id}/cancel",
+    status_code=202,
+    response_model=JobPublic,
+    response_class=JSONResponse,
+    responses={409: {"description": "the job already finished"}},
+)
+async def cancel_job(job: VisibleJob, store: StoreDep) -> JSONResponse:
+    """Cancel a job: a waiting one ends `cancelled` at once and never runs; a running one is
+    stopped by its worker within about a second, after its cleanup (`cancel_requested_at`
+    is set meanwhile). Cancelling a cancelled job is a no-op; a finished one is a 409."""
+    outcome = await store.cancel(job)
+    if outcome in ("succeeded", "failed"):
+        raise Conflict(f"the job already finished: it {outcome}", state=outcome)
+    record = await store.get(job.id)
+    if outcome == "missing" or record is None:
+        raise NotFound("no such job")
+    return JSONResponse(
+        job_public(record).model_dump(mode="json"),
+        status_code=202,
+        headers={"Location": f"/v1/jobs/{job.id}", "Retry-After": "1"},
+    )
+
+
+@router.get(
+    "/{job_id}/events",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def job_events(
+    job: VisibleJob, request: Request, redis: RedisDep, store: StoreDep
+) -> StreamingResponse:
+    """Server-sent events: a `job` event with the job's snapshot now and at every change
+    (state, attempt, progress), until the job finishes; then the stream closes."""
+
+    async def stream() -> AsyncIterator[str]:
+        channel = record_key(job.id)
+        pubsub = redis.pubsub()
+        await pubsub.subscribe(channel)
+        try:
+            last, sequence = "", 0
+            while True:
+                record = await store.get(job.id)
+                if record is None:
+                    return
+                snapshot = job_public(record).model_dump_json()
+                if snapshot != last:
+                    sequence += 1
+                    yield f"event: job\nid: {sequence}\ndata: {snapshot}\n\n"
+                    last = snapshot
+                if record.state.finished or await request.is_disconnected():
+                    return
+                message = await pubsub.get_message(
+                    ignore_subscribe_messages=True, timeout=KEEPALIVE_S
+                )
+                if message is None:
+                    yield ": keep-alive\n\n"
+        finally:
+            await pubsub.unsubscribe(channel)
+            await pubsub.aclose()
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

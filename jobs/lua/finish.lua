@@ -1,10 +1,13 @@
 -- Record the outcome of an attempt: retrying, queued (handed back), or a final state.
 -- A failed job becomes a dead letter: its record is kept until replayed or purged.
 -- KEYS: 1 record, 2 attempts, 3 waiting(kind), 4 running(kind), 5 active, 6 dead letters,
---       7 open dead letters, 8 arq job, 9 arq in-progress
+--       7 open dead letters, 8 arq job, 9 arq in-progress, 10 arq retry counter,
+--       11 arq abort set
 -- ARGV: 1 id, 2 new state, 3 now ms, 4 attempt entry json ('' keeps the last entry),
---       5 retention s, 6 due ms (retrying/queued), 7 guard ('' none, 'orphan': only when
---       the record is unfinished and arq holds no job for it), 8.. field/value pairs
+--       5 retention s, 6 due ms (retrying/queued), 7 guard: '' none; 'orphan': only when
+--       arq holds no job for it; otherwise a worker id that must still own the run,
+--       8 undo arq's try count ('1' for a run handed back at shutdown),
+--       9.. field/value pairs
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
@@ -12,19 +15,32 @@ local current = redis.call('HGET', KEYS[1], 'state')
 if current == 'succeeded' or current == 'failed' or current == 'cancelled' then
   return 0
 end
+local owner = redis.call('HGET', KEYS[1], 'worker')
 if ARGV[7] == 'orphan' then
   if redis.call('EXISTS', KEYS[8]) == 1 or redis.call('EXISTS', KEYS[9]) == 1 then
     return 0
   end
+elseif ARGV[7] ~= '' and (current ~= 'running' or owner ~= ARGV[7]) then
+  return 0
 end
 local id, state, now = ARGV[1], ARGV[2], ARGV[3]
+if state == 'retrying' and redis.call('HEXISTS', KEYS[1], 'cancel_requested_at') == 1 then
+  state = 'cancelled'
+end
 local fields = {'state', state, 'updated_at', now}
-for i = 8, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 if ARGV[4] ~= '' and redis.call('LLEN', KEYS[2]) > 0 then
   redis.call('LSET', KEYS[2], -1, ARGV[4])
 end
 redis.call('ZREM', KEYS[4], id)
+if owner then
+  redis.call('SREM', 'lr:worker:' .. owner .. ':jobs', id)
+end
+if ARGV[8] == '1' then
+  redis.call('DECR', KEYS[10])
+end
+redis.call('PUBLISH', KEYS[1], state)
 if state == 'retrying' or state == 'queued' then
   redis.call('ZADD', KEYS[3], ARGV[6], id)
   return 1
@@ -32,6 +48,7 @@ end
 redis.call('HSET', KEYS[1], 'finished_at', now, 'next_attempt_at', '')
 redis.call('ZREM', KEYS[5], id)
 redis.call('ZREM', KEYS[3], id)
+redis.call('ZREM', KEYS[11], id)
 if state == 'failed' then
   redis.call('ZADD', KEYS[6], now, id)
   redis.call('ZADD', KEYS[7], now, id)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import signal
+import time
 from typing import Any
 
 from jobs.errors import InvalidInput, TransientError
@@ -31,12 +34,30 @@ async def broken_until_fixed(run: JobRun, args: dict[str, Any]) -> dict[str, Any
     return {"fixed": True}
 
 
+def _mark(run: JobRun, **fields: Any) -> str:
+    return json.dumps({"pid": os.getpid(), "attempt": run.attempt, "at": time.time(), **fields})
+
+
 async def sleepy(run: JobRun, args: dict[str, Any]) -> dict[str, Any]:
-    """Reports progress, then sleeps `seconds`; writes its pid so a test can kill its worker."""
-    await run.deps.redis.rpush(f"test:started:{run.job_id}", f"{os.getpid()}:{run.attempt}")
+    """Sleeps `seconds` after reporting progress; logs its start, end and cleanup in Redis
+    (`test:started|finished|cleanup:<id>`) so tests can see which worker ran it and when."""
+    redis = run.deps.redis
+    await redis.rpush(f"test:started:{run.job_id}", _mark(run))
     await run.progress(0.5, "sleeping")
-    await asyncio.sleep(args.get("seconds", 1))
+    try:
+        await asyncio.sleep(args.get("seconds", 1))
+    except asyncio.CancelledError:
+        await redis.rpush(f"test:cleanup:{run.job_id}", _mark(run, soft=run.soft_limit.is_set()))
+        raise
+    await redis.rpush(f"test:finished:{run.job_id}", _mark(run))
     return {"slept": args.get("seconds", 1)}
+
+
+async def suicide(run: JobRun, args: dict[str, Any]) -> dict[str, Any]:
+    """Kills its own worker process, as a poison-pill job would (a segfault, an OOM kill)."""
+    await run.deps.redis.rpush(f"test:started:{run.job_id}", _mark(run))
+    os.kill(os.getpid(), signal.SIGKILL)
+    return {}
 
 
 async def crash_bug(run: JobRun, args: dict[str, Any]) -> dict[str, Any]:
@@ -49,5 +70,6 @@ TEST_KINDS: tuple[JobKind, ...] = (
     JobKind("test.broken", broken_until_fixed),
     JobKind("test.sleepy", sleepy),
     JobKind("test.bug", crash_bug),
+    JobKind("test.suicide", suicide),
     *DOMAIN_KINDS,
 )

@@ -1,0 +1,77 @@
+"""Worker leases: heartbeats, fast recovery of a dead worker's jobs, and fencing.
+
+Each worker beats every third of `WORKER_LEASE_SECONDS`; the beat also renews
+arq's claim on each job it runs, so a job that runs for an hour is never taken
+by a second worker while its own lives. A reaper in every worker looks for
+workers whose beat has lapsed for a whole lease and releases their jobs, which
+are still in arq's queue, so a live worker starts them at once (arq alone
+waits `job_timeout + 10 s`). A job whose runs keep killing their worker is
+dead-lettered at the crash cap. A worker that was only stalled, and finds on
+its next beat that it was declared dead, stops its jobs without writing their
+outcome: they belong to another worker now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from redis.asyncio import Redis
+
+from jobs.records import WORKERS_KEY, JobStore
+
+log = logging.getLogger("jobs.leases")
+
+
+async def workers_online(redis: Redis, lease_s: float) -> int:
+    """How many workers beat within the last lease."""
+    return int(await redis.zcount(WORKERS_KEY, time.time() - lease_s, "+inf"))
+
+
+async def keep_beating(
+    store: JobStore,
+    worker_id: Callable[[], str],
+    lease_s: float,
+    claim_ttl_ms: int,
+    on_fenced: Callable[[], None],
+) -> None:
+    """Beat every third of a lease until cancelled; a Redis outage is logged, not fatal."""
+    while True:
+        try:
+            if not await store.beat(worker_id(), claim_ttl_ms):
+                log.error("worker %s was declared dead while alive; fencing it", worker_id())
+                on_fenced()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("heartbeat failed; retrying", exc_info=True)
+        await asyncio.sleep(max(0.1, lease_s / 3))
+
+
+async def reap_once(store: JobStore, lease_s: float, crash_cap: int) -> dict[str, str]:
+    """Release the jobs of every worker whose lease lapsed; returns job id -> outcome."""
+    outcomes: dict[str, str] = {}
+    for dead in await store.dead_workers(lease_s):
+        released = await store.reap_worker(dead, crash_cap)
+        if released:
+            log.warning(
+                "worker %s missed its lease; its jobs were handed on",
+                dead,
+                extra={"jobs": released},
+            )
+        outcomes.update(released)
+    return outcomes
+
+
+async def keep_reaping(store: JobStore, lease_s: float, crash_cap: int) -> None:
+    """Run `reap_once` several times a lease until cancelled; errors are logged."""
+    while True:
+        try:
+            await reap_once(store, lease_s, crash_cap)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reaper pass failed; will try again")
+        await asyncio.sleep(max(0.1, min(0.5, lease_s / 5)))

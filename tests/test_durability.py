@@ -1,0 +1,179 @@
+"""Worker durability with real `arq` worker processes: crashes, poison pills, drain, leases."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from jobs.records import JobStore
+from tests.conftest import ADMIN, eventually
+from tests.support.processes import kill, start_worker
+
+pytestmark = pytest.mark.slow
+
+
+async def marks(redis, what: str, job_id: str) -> list[dict]:
+    return [json.loads(m) for m in await redis.lrange(f"test:{what}:{job_id}", 0, -1)]
+
+
+async def create(store: JobStore, kind: str, **args) -> str:
+    return (await store.create(kind=kind, account="acme", args=args)).job_id
+
+
+async def test_kill_9_mid_job_restarts_all_jobs_on_another_worker_within_the_lease(
+    settings, redis, tmp_path
+):
+    # arq alone would wait job_timeout + 10 s = 70 s before another worker could take them.
+    settings = settings.model_copy(update={"job_timeout_seconds": 60.0})
+    store = JobStore(redis, settings)
+    doomed = start_worker(settings, tmp_path / "a.log")
+    ids = [await create(store, "test.sleepy", seconds=4) for _ in range(5)]
+
+    async def all_started():
+        return all([await redis.llen(f"test:started:{i}") for i in ids])
+
+    await eventually(all_started, timeout=30)
+    survivor = start_worker(settings, tmp_path / "b.log")
+    try:
+        await eventually(lambda: _online(redis, 2), timeout=30)
+        kill(doomed)
+        killed_at = time.time()
+
+        async def all_succeeded():
+            return all([(await store.get(i)).state == "succeeded" for i in ids])
+
+        await eventually(all_succeeded, timeout=60)
+    finally:
+        kill(survivor)
+    delays = []
+    for job_id in ids:
+        first, second = await marks(redis, "started", job_id)
+        assert first["pid"] == doomed.pid and second["pid"] == survivor.pid
+        assert second["at"] > killed_at  # never on two live workers at once
+        delays.append(second["at"] - killed_at)
+        job = await store.get(job_id)
+        assert [a["outcome"] for a in job.attempts] == ["crashed", "succeeded"]
+        assert job.attempt == 2 and job.crashes == 1
+    # The target is within WORKER_LEASE_SECONDS (2 s here); the bound leaves room for a
+    # loaded machine while staying far below arq's own 70 s.
+    assert max(delays) < settings.worker_lease_seconds + 5, delays
+
+
+async def _online(redis, n: int) -> bool:
+    return await redis.zcount("lr:workers", time.time() - 2, "+inf") == n
+
+
+async def test_job_that_always_kills_its_worker_is_dead_lettered_at_the_crash_cap(
+    settings, redis, client, tmp_path
+):
+    store = JobStore(redis, settings)
+    job_id = await create(store, "test.suicide")
+    for n in range(1, settings.worker_max_crashes + 1):
+        proc = start_worker(settings, tmp_path / f"w{n}.log")
+        proc.wait(60)  # the job kills it
+        assert len(await marks(redis, "started", job_id)) == n
+    # One more worker reaps the last crash.
+    proc = start_worker(settings, tmp_path / "last.log")
+    try:
+        job = await eventually(lambda: _final(store, job_id), timeout=30)
+    finally:
+        kill(proc)
+    assert job.state == "failed"
+    assert job.error["type"] == "worker_crashed" and job.error["retryable"] is False
+    assert "crash cap" in job.error["message"]
+    assert [a["outcome"] for a in job.attempts] == ["crashed"] * settings.worker_max_crashes
+    dead = (await client.get(f"/v1/dead-letters/{job_id}", headers=ADMIN)).json()
+    assert dead["error"]["type"] == "worker_crashed"
+    assert await redis.exists(f"arq:job:{job_id}") == 0
+
+
+async def _final(store, job_id):
+    job = await store.get(job_id)
+    return job if job.state.finished else None
+
+
+async def test_sigterm_lets_a_short_job_finish_and_hands_back_a_long_one_without_a_try(
+    settings, redis, tmp_path
+):
+    settings = settings.model_copy(update={"worker_drain_seconds": 2})
+    store = JobStore(redis, settings)
+    first = start_worker(settings, tmp_path / "a.log")
+    short = await create(store, "test.sleepy", seconds=1)
+    long = await create(store, "test.sleepy", seconds=6)
+
+    async def both_started():
+        return await redis.llen(f"test:started:{short}") and await redis.llen(
+            f"test:started:{long}"
+        )
+
+    await eventually(both_started, timeout=30)
+    kill(first, signal.SIGTERM)
+    assert first.wait(30) == 0  # a clean exit after the drain
+    assert (await store.get(short)).state == "succeeded"
+    handed_back = await store.get(long)
+    assert handed_back.state == "queued" and handed_back.attempts[-1]["outcome"] == "interrupted"
+    assert await marks(redis, "cleanup", long)  # its cleanup ran when it was stopped
+
+    second = start_worker(settings, tmp_path / "b.log")
+    try:
+        job = await eventually(lambda: _final(store, long), timeout=60)
+    finally:
+        kill(second)
+    assert job.state == "succeeded"
+    runs = await marks(redis, "started", long)
+    assert [r["pid"] for r in runs] == [first.pid, second.pid]
+    assert [r["attempt"] for r in runs] == [1, 1]  # the drained run did not spend a try
+    assert job.attempt == 1
+
+
+async def test_workers_online_follows_workers_within_the_lease(settings, redis, client, tmp_path):
+    async def online():
+        return (await client.get("/health/queues")).json()["workers_online"]
+
+    a = start_worker(settings, tmp_path / "a.log")
+    b = start_worker(settings, tmp_path / "b.log")
+    try:
+        await eventually(lambda: _equals(online, 2), timeout=30)
+        kill(a)  # kill -9: no goodbye, the lease must lapse
+        await eventually(lambda: _equals(online, 1), timeout=settings.worker_lease_seconds + 5)
+        kill(b, signal.SIGTERM)  # a clean exit leaves at once
+        b.wait(30)
+        await eventually(lambda: _equals(online, 0), timeout=5)
+    finally:
+        kill(a)
+        kill(b)
+
+
+async def _equals(probe, value) -> bool:
+    return await probe() == value
+
+
+async def test_job_whose_worker_dies_on_its_last_try_is_dead_lettered(
+    settings, redis, client, tmp_path
+):
+    settings = settings.model_copy(update={"job_max_tries": 2, "job_timeout_seconds": 60.0})
+    store = JobStore(redis, settings)
+    job_id = await create(store, "test.sleepy", seconds=60)
+    for n in (1, 2):
+        proc = start_worker(settings, tmp_path / f"w{n}.log")
+        try:
+            await eventually(lambda n=n: _started(redis, job_id, n), timeout=60)
+        finally:
+            kill(proc)
+    proc = start_worker(settings, tmp_path / "last.log")
+    try:
+        job = await eventually(lambda: _final(store, job_id), timeout=30)
+    finally:
+        kill(proc)
+    assert job.state == "failed" and job.attempt == 2
+    assert job.error["type"] == "worker_crashed"
+    assert "last attempt (2 of 2)" in job.error["message"]
+    dead = (await client.get(f"/v1/dead-letters/{job_id}", headers=ADMIN)).json()
+    assert [a["outcome"] for a in dead["attempts"]] == ["crashed", "crashed"]
+
+
+async def _started(redis, job_id, n) -> bool:
+    return await redis.llen(f"test:started:{job_id}") >= n
