@@ -9,7 +9,7 @@ import time
 import pytest
 
 from jobs.records import JobStore
-from tests.conftest import ADMIN, eventually
+from tests.conftest import ADMIN, eventually, running_worker
 from tests.support.processes import kill, start_worker
 
 pytestmark = pytest.mark.slow
@@ -177,3 +177,14 @@ async def test_job_whose_worker_dies_on_its_last_try_is_dead_lettered(
 
 async def _started(redis, job_id, n) -> bool:
     return await redis.llen(f"test:started:{job_id}") >= n
+
+
+async def test_job_running_longer_than_several_leases_is_never_taken_by_another_worker(
+    settings, redis
+):
+    store = JobStore(redis, settings)
+    async with running_worker(settings), running_worker(settings):
+        job_id = await create(store, "test.sleepy", seconds=settings.worker_lease_seconds * 3)
+        job = await eventually(lambda: _final(store, job_id), timeout=30)
+    assert job.state == "succeeded" and job.attempt == 1 and job.crashes == 0
+    assert len(await marks(redis, "started", job_id)) == 1
