@@ -12,8 +12,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ulid import ULID
 
 from api.problems import install_problem_handlers
-from api.routes import canaries, deadletters, health, jobs
+from api.routes import canaries, deadletters, documents, health, jobs, usage
 from jobs.clients import create_redis
+from jobs.documents import Documents
 from jobs.logs import configure_logging
 from jobs.records import JobStore
 from jobs.settings import Settings, load_settings
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.redis = redis
             app.state.store = JobStore(redis, settings)
             app.state.storage = await stack.enter_async_context(open_storage(settings))
+            app.state.documents = Documents(redis, app.state.storage, settings.max_document_bytes)
             yield
 
     app = FastAPI(
@@ -60,7 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    for module in (health, jobs, deadletters, canaries):
+    for module in (health, documents, jobs, usage, deadletters, canaries):
         app.include_router(module.router)
     return app
 

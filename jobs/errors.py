@@ -7,6 +7,7 @@
     ├── NotFound                 404  missing, expired or owned by another account
     ├── Conflict                 409  the resource is in the wrong state
     ├── PayloadTooLarge          413
+    ├── UnsupportedMediaType     415
     └── TransientError           503  worth another try, maybe after `retry_after`
         └── JobTimedOut               the job hit its hard time limit
 
@@ -65,6 +66,10 @@ class Conflict(ServiceError):
 
 class PayloadTooLarge(ServiceError):
     status, type, title = 413, "payload_too_large", "Payload too large"
+
+
+class UnsupportedMediaType(ServiceError):
+    status, type, title = 415, "unsupported_media_type", "Unsupported media type"
 
 
 class TransientError(ServiceError):

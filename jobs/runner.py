@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,36 +20,12 @@ from arq import Retry
 from arq.worker import Function, RetryJob, func
 from redis.asyncio import Redis
 
+from jobs.deps import WorkerDeps
 from jobs.errors import JobTimedOut
 from jobs.records import Busy, JobRecord, JobState, JobStore, now_ms, record_key
 from jobs.retry import decide
-from jobs.settings import Settings
-from jobs.storage import Storage
 
 log = logging.getLogger("jobs.runner")
-
-
-@dataclass
-class WorkerDeps:
-    """The clients a worker made in `on_startup`, shared by every job, and what it runs."""
-
-    settings: Settings
-    redis: Redis
-    store: JobStore
-    storage: Storage
-    worker_id: str
-    rng: random.Random = field(default_factory=random.Random)
-    # job id -> the task running its attempt, so a fenced worker can stop them
-    running: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
-    fenced_jobs: set[str] = field(default_factory=set)
-
-    def fence(self, new_worker_id: str) -> None:
-        """This worker was declared dead: stop its jobs without recording their outcome
-        (another worker owns them now) and carry on under a new identity."""
-        self.worker_id = new_worker_id
-        for job_id, task in list(self.running.items()):
-            self.fenced_jobs.add(job_id)
-            task.cancel()
 
 
 class WorkerContext(TypedDict, total=False):

@@ -21,19 +21,21 @@ from typing import Any
 from arq.connections import RedisSettings
 from prometheus_client import start_http_server
 
+from jobs.analysis import ANALYSIS, create_claude_client
 from jobs.canary import CANARY
 from jobs.clients import json_dumps, json_loads
+from jobs.deps import WorkerDeps
 from jobs.leases import keep_beating, keep_reaping
 from jobs.logs import configure_logging
 from jobs.reconciler import keep_reconciling
 from jobs.records import WORKERS_KEY, JobStore
-from jobs.runner import JobKind, WorkerDeps, arq_function
+from jobs.runner import JobKind, arq_function
 from jobs.settings import Settings, load_settings
 from jobs.storage import open_storage
 
 log = logging.getLogger("jobs.worker")
 
-DOMAIN_KINDS: tuple[JobKind, ...] = (CANARY,)
+DOMAIN_KINDS: tuple[JobKind, ...] = (ANALYSIS, CANARY)
 
 Hook = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -50,12 +52,17 @@ def _startup(settings: Settings, kinds: Sequence[JobKind]) -> Hook:
         try:
             storage = await stack.enter_async_context(open_storage(settings))
             worker_id = new_worker_id()
+            claude = create_claude_client(settings)
+            if claude is not None:
+                stack.push_async_callback(claude.close)
             deps = WorkerDeps(
                 settings=settings,
                 redis=ctx["redis"],
                 store=JobStore(ctx["redis"], settings),
                 storage=storage,
                 worker_id=worker_id,
+                anthropic=claude,
+                claude_slots=asyncio.Semaphore(settings.analysis_concurrency),
             )
             if settings.worker_metrics_port:
                 server, _ = start_http_server(

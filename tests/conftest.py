@@ -16,7 +16,9 @@ from redis.asyncio import Redis
 from api.main import create_app
 from jobs.runner import JobKind
 from jobs.settings import Settings
+from jobs.storage import open_storage
 from jobs.worker import worker_options
+from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.kinds import TEST_KINDS
 from tests.support.services import RedisServer, S3Server
 
@@ -63,14 +65,20 @@ def make_settings(redis_url: str, s3_url: str, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-async def settings(redis_server: RedisServer, s3_server: S3Server) -> Settings:
+async def settings(
+    redis_server: RedisServer, s3_server: S3Server, fake_claude: FakeAnthropic
+) -> Settings:
     """Fresh settings over an emptied Redis and S3, with the bucket made."""
     redis = Redis.from_url(redis_server.url)
     await redis.flushall()
     await redis.aclose()
     s3_server.reset()
-    settings = make_settings(redis_server.url, s3_server.url)
-    from jobs.storage import open_storage
+    settings = make_settings(
+        redis_server.url,
+        s3_server.url,
+        anthropic_api_key="sk-ant-test-key",
+        anthropic_base_url=fake_claude.url,
+    )
 
     async with open_storage(settings) as storage:
         await storage.ensure_bucket()
@@ -135,3 +143,17 @@ async def eventually(
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s; last value: {last!r}")
+
+
+@pytest.fixture(scope="session")
+def fake_claude() -> Iterator[FakeAnthropic]:
+    server = FakeAnthropic().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def claude(fake_claude: FakeAnthropic) -> FakeAnthropic:
+    """The fake Messages API, reset for this test."""
+    fake_claude.reset()
+    return fake_claude

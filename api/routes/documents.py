@@ -1,0 +1,217 @@
+"""Documents (JSON or a multipart upload of a UTF-8 text file) and their analyses."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, ValidationError
+from starlette.datastructures import UploadFile
+
+from api.deps import AccountDep, IdempotencyKeyDep, SettingsDep, StoreDep
+from api.schemas import JobPublic, accepted, rfc3339
+from jobs.documents import USER_ID_PATTERN, DocumentMeta, Documents
+from jobs.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
+from jobs.records import JobStore, body_fingerprint
+
+router = APIRouter(prefix="/v1/documents", tags=["documents"])
+
+# Room for JSON escaping and multipart framing around the document itself.
+BODY_OVERHEAD = 64 * 1024
+
+
+class DocumentCreate(BaseModel):
+    user_id: str = Field(pattern=USER_ID_PATTERN, description="the end user the document is of")
+    title: str | None = Field(None, max_length=500)
+    text: str = Field(description="UTF-8 text")
+
+
+class AnalysisCreate(BaseModel):
+    instructions: str | None = Field(None, max_length=4000)
+
+
+class LatestAnalysis(BaseModel):
+    job_id: str
+    state: str
+    analysis: str | None = None
+    model: str | None = None
+
+
+class DocumentPublic(BaseModel):
+    id: str
+    user_id: str
+    title: str | None
+    size_bytes: int
+    created_at: str
+    latest_analysis: LatestAnalysis | None = None
+
+
+def get_documents(request: Request) -> Documents:
+    return request.app.state.documents
+
+
+DocumentsDep = Annotated[Documents, Depends(get_documents)]
+
+
+async def get_owned_document(
+    doc_id: Annotated[str, Path(max_length=64)], account: AccountDep, documents: DocumentsDep
+) -> DocumentMeta:
+    """The document, if this account owns it; else 404."""
+    meta = await documents.get(doc_id)
+    if meta is None or meta.account != account:
+        raise NotFound("no such document")
+    return meta
+
+
+OwnedDocument = Annotated[DocumentMeta, Depends(get_owned_document)]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the request body is over {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the request body is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _validated(data: Any) -> DocumentCreate:
+    try:
+        return DocumentCreate.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_input=False)) from None
+
+
+async def _from_multipart(request: Request, max_bytes: int) -> DocumentCreate:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes + BODY_OVERHEAD:
+        raise PayloadTooLarge(f"the upload is over {max_bytes} bytes (MAX_DOCUMENT_BYTES)")
+    async with request.form(max_files=1, max_fields=10) as form:
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise InvalidInput("send the document as a multipart file field named 'file'")
+        raw = await upload.read(max_bytes + 1)
+        if len(raw) > max_bytes:
+            raise PayloadTooLarge(f"the file is over {max_bytes} bytes (MAX_DOCUMENT_BYTES)")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput("the file must be UTF-8 text", type="invalid_encoding") from None
+        title = form.get("title") or upload.filename
+        return _validated({"user_id": form.get("user_id"), "title": title, "text": text})
+
+
+async def document_public(meta: DocumentMeta, store: JobStore | None) -> DocumentPublic:
+    latest = None
+    if meta.latest_analysis_job and store is not None:
+        record = await store.get(meta.latest_analysis_job)
+        if record is not None:
+            result = record.result or {}
+            latest = LatestAnalysis(
+                job_id=record.id,
+                state=record.state.value,
+                analysis=result.get("analysis"),
+                model=result.get("model"),
+            )
+    return DocumentPublic(
+        id=meta.id,
+        user_id=meta.user_id,
+        title=meta.title,
+        size_bytes=meta.size_bytes,
+        created_at=rfc3339(meta.created_at) or "",
+        latest_analysis=latest,
+    )
+
+
+UPLOAD_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": DocumentCreate.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["user_id", "file"],
+                    "properties": {
+                        "user_id": {"type": "string", "pattern": USER_ID_PATTERN},
+                        "title": {"type": "string", "maxLength": 500},
+                        "file": {"type": "string", "format": "binary"},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=DocumentPublic,
+    openapi_extra=UPLOAD_SCHEMA,
+    responses={413: {"description": "over MAX_DOCUMENT_BYTES"}, 503: {"description": "S3 down"}},
+)
+async def create_document(
+    request: Request, account: AccountDep, settings: SettingsDep, documents: DocumentsDep
+) -> JSONResponse:
+    """Store a document: JSON `{user_id, title?, text}` or a multipart upload of a UTF-8 text
+    file with `user_id`. Above MAX_DOCUMENT_BYTES: 413 and nothing is stored; while S3 is
+    down: 503 with Retry-After."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    limit = settings.max_document_bytes
+    if content_type == "multipart/form-data":
+        body = await _from_multipart(request, limit)
+    elif content_type in ("application/json", ""):
+        raw = await read_body(request, limit * 6 + BODY_OVERHEAD)
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InvalidInput("the body is not valid JSON", type="invalid_json") from None
+        body = _validated(data)
+    else:
+        raise UnsupportedMediaType("send application/json or multipart/form-data")
+    meta = await documents.create(account, body.user_id, body.title, body.text)
+    public = await document_public(meta, None)
+    return JSONResponse(
+        public.model_dump(mode="json"),
+        status_code=201,
+        headers={"Location": f"/v1/documents/{meta.id}"},
+    )
+
+
+@router.get("/{doc_id}", response_model=DocumentPublic)
+async def get_document(document: OwnedDocument, store: StoreDep) -> DocumentPublic:
+    """The document's metadata with its latest analysis, if any."""
+    return await document_public(document, store)
+
+
+@router.post("/{doc_id}/analyses", status_code=202, response_model=JobPublic)
+async def create_analysis(
+    document: OwnedDocument,
+    request: Request,
+    store: StoreDep,
+    documents: DocumentsDep,
+    idempotency_key: IdempotencyKeyDep,
+    body: AnalysisCreate | None = None,
+) -> JSONResponse:
+    """Enqueue an analysis of the document by Claude; needs only Redis (S3 may be down)."""
+    args = {"document_id": document.id, "instructions": body.instructions if body else None}
+    enqueued = await store.create(
+        kind="analysis",
+        account=document.account,
+        args=args,
+        idempotency_key=idempotency_key,
+        fingerprint=body_fingerprint("POST", request.url.path, args),
+        request_id=request.state.request_id,
+    )
+    if not enqueued.replayed:
+        await documents.set_latest_analysis(document.id, enqueued.job_id)
+    return await accepted(store, enqueued)
