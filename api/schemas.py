@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from jobs.records import Enqueued, JobRecord, JobStore
+from jobs.views import attempt_resource, job_resource, rfc3339
+
+__all__ = ["attempt_resource", "rfc3339"]
 
 T = TypeVar("T")
-
-
-def rfc3339(ms: int | None) -> str | None:
-    """Epoch milliseconds as an RFC 3339 UTC timestamp."""
-    if ms is None:
-        return None
-    return (
-        datetime.fromtimestamp(ms / 1000, UTC)
-        .isoformat(timespec="milliseconds")
-        .replace("+00:00", "Z")
-    )
 
 
 class JobError(BaseModel):
@@ -56,34 +47,9 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None
 
 
-def attempt_public(entry: dict[str, Any]) -> dict[str, Any]:
-    shown = {k: v for k, v in entry.items() if k != "worker"}
-    for name in ("started_at", "finished_at"):
-        if isinstance(shown.get(name), int):
-            shown[name] = rfc3339(shown[name])
-    return shown
-
-
 def job_public(record: JobRecord) -> JobPublic:
     """The public view of a job record."""
-    return JobPublic(
-        id=record.id,
-        kind=record.kind,
-        state=record.state.value,
-        attempt=record.attempt,
-        max_attempts=record.max_attempts,
-        progress=record.progress,
-        stage=record.stage,
-        created_at=rfc3339(record.created_at) or "",
-        started_at=rfc3339(record.started_at),
-        finished_at=rfc3339(record.finished_at),
-        next_attempt_at=rfc3339(record.next_attempt_at),
-        result=record.result,
-        error=JobError(**record.error) if record.error else None,
-        replay_of=record.replay_of,
-        cancel_requested_at=rfc3339(record.cancel_requested_at),
-        attempts=[attempt_public(a) for a in record.attempts],
-    )
+    return JobPublic(**job_resource(record))
 
 
 def poll_after_seconds(record: JobRecord, now_ms: int) -> int:

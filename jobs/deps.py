@@ -7,12 +7,14 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from anthropic import AsyncAnthropic
 from redis.asyncio import Redis
 
 from jobs.records import JobStore
 from jobs.settings import Settings
 from jobs.storage import Storage
+from jobs.webhooks import WebhookStore
 
 
 @dataclass
@@ -25,6 +27,8 @@ class WorkerDeps:
     storage: Storage
     worker_id: str
     anthropic: AsyncAnthropic | None = None
+    http: httpx.AsyncClient | None = None
+    webhooks: WebhookStore | None = None
     claude_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
     rng: random.Random = field(default_factory=random.Random)
     # job id -> the task running its attempt, so a fenced worker can stop them

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 
 from jobs.records import WORKERS_KEY, JobStore
+from jobs.webhooks import requeue_outbox
 
 log = logging.getLogger("jobs.leases")
 
@@ -55,6 +56,7 @@ async def reap_once(store: JobStore, lease_s: float, crash_cap: int) -> dict[str
     outcomes: dict[str, str] = {}
     for dead in await store.dead_workers(lease_s):
         released = await store.reap_worker(dead, crash_cap)
+        await requeue_outbox(store.redis, dead)
         if released:
             log.warning(
                 "worker %s missed its lease; its jobs were handed on",

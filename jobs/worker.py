@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
+import httpx
 from arq.connections import RedisSettings
 from prometheus_client import start_http_server
 
@@ -32,6 +33,7 @@ from jobs.records import WORKERS_KEY, JobStore
 from jobs.runner import JobKind, arq_function
 from jobs.settings import Settings, load_settings
 from jobs.storage import open_storage
+from jobs.webhooks import WebhookStore, deliver_function, keep_publishing
 
 log = logging.getLogger("jobs.worker")
 
@@ -55,6 +57,12 @@ def _startup(settings: Settings, kinds: Sequence[JobKind]) -> Hook:
             claude = create_claude_client(settings)
             if claude is not None:
                 stack.push_async_callback(claude.close)
+            http = httpx.AsyncClient(
+                timeout=settings.webhook_timeout_seconds,
+                follow_redirects=False,
+                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            )
+            stack.push_async_callback(http.aclose)
             deps = WorkerDeps(
                 settings=settings,
                 redis=ctx["redis"],
@@ -63,6 +71,8 @@ def _startup(settings: Settings, kinds: Sequence[JobKind]) -> Hook:
                 worker_id=worker_id,
                 anthropic=claude,
                 claude_slots=asyncio.Semaphore(settings.analysis_concurrency),
+                http=http,
+                webhooks=WebhookStore(ctx["redis"], settings),
             )
             if settings.worker_metrics_port:
                 server, _ = start_http_server(
@@ -80,6 +90,7 @@ def _startup(settings: Settings, kinds: Sequence[JobKind]) -> Hook:
                         lambda: deps.fence(new_worker_id()),
                     )
                 ),
+                asyncio.create_task(keep_publishing(deps)),
                 asyncio.create_task(
                     keep_reaping(
                         deps.store, settings.worker_lease_seconds, settings.worker_max_crashes
@@ -124,7 +135,7 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
 def worker_options(settings: Settings, kinds: Sequence[JobKind]) -> dict[str, Any]:
     """arq Worker arguments for these settings and job kinds."""
     return {
-        "functions": [arq_function(kind) for kind in kinds],
+        "functions": [arq_function(kind) for kind in kinds] + [deliver_function()],
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "queue_name": settings.queue_name,
         "on_startup": _startup(settings, kinds),

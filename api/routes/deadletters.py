@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from api.deps import JOB_ID_PATTERN, AdminDep, StoreDep
-from api.schemas import JobPublic, Page, accepted, attempt_public, rfc3339
+from api.schemas import JobPublic, Page, accepted, attempt_resource, rfc3339
 from jobs.errors import NotFound
 from jobs.records import DLQ_KEY, JobRecord, JobState
 
@@ -40,7 +40,7 @@ def dead_letter_public(record: JobRecord) -> DeadLetterPublic:
         arguments=record.args,
         error=record.error,
         traceback=record.traceback,
-        attempts=[attempt_public(a) for a in record.attempts],
+        attempts=[attempt_resource(a) for a in record.attempts],
         created_at=rfc3339(record.created_at),
         failed_at=rfc3339(record.finished_at),
         replayed_as=record.replayed_as,

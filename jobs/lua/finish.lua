@@ -49,6 +49,10 @@ redis.call('HSET', KEYS[1], 'finished_at', now, 'next_attempt_at', '')
 redis.call('ZREM', KEYS[5], id)
 redis.call('ZREM', KEYS[3], id)
 redis.call('ZREM', KEYS[11], id)
+if state == 'succeeded' or state == 'failed' then
+  -- The outbox: the webhook publisher turns this into an event.
+  redis.call('RPUSH', 'lr:outbox', id)
+end
 if state == 'failed' then
   redis.call('ZADD', KEYS[6], now, id)
   redis.call('ZADD', KEYS[7], now, id)

@@ -40,6 +40,7 @@ if crashes >= tonumber(ARGV[4]) or attempt >= max_attempts then
   redis.call('DEL', KEYS[8], KEYS[9], KEYS[10])
   redis.call('ZREM', KEYS[11], id)
   redis.call('PUBLISH', KEYS[1], 'failed')
+  redis.call('RPUSH', 'lr:outbox', id)
   return 'dead'
 end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'next_attempt_at', '')

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from jobs.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,7 +22,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump(mode="json").items():
         if value is None:
             continue
-        if name in ("aws_access_key_id", "aws_secret_access_key", "anthropic_api_key"):
+        if isinstance(getattr(settings, name), SecretStr):
             value = getattr(settings, name).get_secret_value()
         elif name == "webhook_retry_schedule":
             value = ",".join(str(v) for v in value)

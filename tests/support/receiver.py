@@ -1,0 +1,131 @@
+"""A customer's webhook receiver over HTTP, verifying signatures independently.
+
+Each request is checked two ways against every secret the test gave it: with
+the `svix` package's verifier, and with a hand-written Standard Webhooks
+check (HMAC-SHA256 of "{id}.{timestamp}.{body}" with the base64-decoded
+secret), neither of which is the signing code under test. Answers are
+scripted in order: "ok" (200, the default), "500", "302", "410", "429:N"
+(retry-after N), "slow:N" (200 after N seconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from svix.webhooks import Webhook as SvixWebhook
+
+
+def standard_webhooks_valid(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """The Standard Webhooks check, written from the spec."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    offered = [s.split(",", 1)[1] for s in headers["webhook-signature"].split(" ") if "," in s]
+    return any(hmac.compare_digest(expected, o) for o in offered)
+
+
+@dataclass
+class Receiver:
+    port: int = 0
+    secrets: list[str] = field(default_factory=list)
+    received: list[dict[str, Any]] = field(default_factory=list)
+    _script: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _loop: asyncio.AbstractEventLoop | None = None
+    _server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hooks"
+
+    def script(self, *answers: str) -> None:
+        with self._lock:
+            self._script.extend(answers)
+
+    def verified_by(self, request: dict[str, Any]) -> dict[str, bool]:
+        """For each known secret: does the request verify (both checks agree)?"""
+        results = {}
+        for secret in self.secrets:
+            manual = standard_webhooks_valid(secret, request["headers"], request["body"])
+            try:
+                SvixWebhook(secret).verify(request["body"], request["headers"])
+                svix = True
+            except Exception:
+                svix = False
+            assert manual == svix, "the two verifiers disagree"
+            results[secret] = manual
+        return results
+
+    def start(self) -> Receiver:
+        ready = threading.Event()
+
+        def serve() -> None:
+            self._loop = asyncio.new_event_loop()
+
+            async def main() -> None:
+                self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+                self.port = self._server.sockets[0].getsockname()[1]
+                ready.set()
+                async with self._server:
+                    await self._server.serve_forever()
+
+            with contextlib.suppress(asyncio.CancelledError):
+                self._loop.run_until_complete(main())
+
+        threading.Thread(target=serve, daemon=True, name="webhook-receiver").start()
+        if not ready.wait(10):
+            raise RuntimeError("the webhook receiver did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._loop and self._server:
+            self._loop.call_soon_threadsafe(self._server.close)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                headers: dict[str, str] = {}
+                while (raw := await reader.readline()) not in (b"\r\n", b"\n", b""):
+                    name, _, value = raw.decode().partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                with self._lock:
+                    answer = self._script.pop(0) if self._script else "ok"
+                    self.received.append(
+                        {"headers": headers, "body": body, "answer": answer, "at": time.time(),
+                         "json": json.loads(body) if body else None}
+                    )  # fmt: skip
+                status, extra = 200, {}
+                if answer.startswith("slow:"):
+                    await asyncio.sleep(float(answer.split(":")[1]))
+                elif answer.startswith("429:"):
+                    status, extra = 429, {"retry-after": answer.split(":")[1]}
+                elif answer == "302":
+                    status, extra = 302, {"location": "http://127.0.0.1:1/elsewhere"}
+                elif answer != "ok":
+                    status = int(answer)
+                data = json.dumps({"answer": answer}).encode()
+                head = [
+                    f"HTTP/1.1 {status} X",
+                    "content-type: application/json",
+                    f"content-length: {len(data)}",
+                    *(f"{k}: {v}" for k, v in extra.items()),
+                ]
+                writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()

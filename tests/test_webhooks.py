@@ -1,0 +1,300 @@
+"""Webhooks end to end: a real worker delivers signed events to a local receiver."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from jobs.ssrf import blocked_reason
+from tests.conftest import ACME, GLOBEX, api_client, eventually, running_worker
+from tests.support.receiver import Receiver
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+def hook_settings(settings):
+    return settings.model_copy(
+        update={
+            "webhook_allow_private_networks": True,
+            "webhook_retry_schedule": [0, 1, 1, 1],
+            "webhook_timeout_seconds": 1.0,
+        }
+    )
+
+
+@pytest.fixture
+async def hook_client(hook_settings):
+    async with api_client(hook_settings) as c:
+        yield c
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver().start()
+    yield r
+    r.stop()
+
+
+async def register(client, receiver, events=("analysis.completed", "analysis.failed")) -> dict:
+    answer = await client.post(
+        "/v1/webhook-endpoints", headers=ACME, json={"url": receiver.url, "events": list(events)}
+    )
+    assert answer.status_code == 201, answer.text
+    endpoint = answer.json()
+    assert endpoint["secret"].startswith("whsec_")
+    receiver.secrets.append(endpoint["secret"])
+    return endpoint
+
+
+async def finished_analysis(client) -> dict:
+    doc = (
+        await client.post("/v1/documents", headers=ACME, json={"user_id": "u", "text": "t"})
+    ).json()
+    job = (await client.post(f"/v1/documents/{doc['id']}/analyses", headers=ACME, json={})).json()
+
+    async def done():
+        j = (await client.get(f"/v1/jobs/{job['id']}", headers=ACME)).json()
+        return j if j["state"] in ("succeeded", "failed") else None
+
+    return await eventually(done)
+
+
+async def deliveries(client, endpoint_id, headers=ACME) -> list[dict]:
+    answer = await client.get(f"/v1/webhook-endpoints/{endpoint_id}/deliveries", headers=headers)
+    return answer.json()["data"]
+
+
+async def test_finished_analysis_reaches_subscribed_endpoint_signed_with_the_job_as_data(
+    hook_settings, hook_client, claude, receiver
+):
+    endpoint = await register(hook_client, receiver)
+    bystander = Receiver().start()
+    try:
+        await register(hook_client, bystander, events=["export.completed"])
+        async with running_worker(hook_settings):
+            job = await finished_analysis(hook_client)
+            await eventually(lambda: _count(receiver, 1))
+        (request,) = receiver.received
+        assert all(receiver.verified_by(request).values())
+        event = request["json"]
+        assert event["type"] == "analysis.completed" and event["timestamp"].endswith("Z")
+        assert event["data"] == job
+        assert request["headers"]["webhook-id"].startswith("msg_")
+        assert bystander.received == []
+    finally:
+        bystander.stop()
+    (delivery,) = await deliveries(hook_client, endpoint["id"])
+    assert delivery["state"] == "succeeded" and delivery["event_type"] == "analysis.completed"
+    assert delivery["attempts"][0]["status_code"] == 200
+
+
+async def _count(receiver, n) -> bool:
+    return len(receiver.received) >= n
+
+
+async def test_failed_analysis_emits_analysis_failed(hook_settings, hook_client, claude, receiver):
+    await register(hook_client, receiver)
+    claude.script("400")
+    async with running_worker(hook_settings):
+        job = await finished_analysis(hook_client)
+        await eventually(lambda: _count(receiver, 1))
+    assert job["state"] == "failed"
+    assert receiver.received[0]["json"]["type"] == "analysis.failed"
+    assert receiver.received[0]["json"]["data"]["error"]["type"] == "claude_bad_request"
+
+
+async def test_receiver_failing_twice_gets_the_third_attempt_with_the_same_webhook_id(
+    hook_settings, hook_client, claude, receiver
+):
+    endpoint = await register(hook_client, receiver)
+    receiver.script("500", "503")
+    async with running_worker(hook_settings):
+        await finished_analysis(hook_client)
+        await eventually(lambda: _count(receiver, 3), timeout=30)
+    ids = {r["headers"]["webhook-id"] for r in receiver.received}
+    assert len(ids) == 1
+    stamps = [r["headers"]["webhook-timestamp"] for r in receiver.received]
+    assert all(all(receiver.verified_by(r).values()) for r in receiver.received)
+    assert stamps == sorted(stamps)
+    (delivery,) = await deliveries(hook_client, endpoint["id"])
+    assert delivery["state"] == "succeeded"
+    assert [a["status_code"] for a in delivery["attempts"]] == [200, 503, 500]  # newest first
+    assert [a["attempt"] for a in delivery["attempts"]] == [3, 2, 1]
+    assert all(a["latency_ms"] is not None for a in delivery["attempts"])
+    assert '"answer": "503"' in delivery["attempts"][1]["response_excerpt"]
+
+
+async def test_redirect_is_a_failure_and_gone_disables_the_endpoint(
+    hook_settings, hook_client, claude, receiver
+):
+    endpoint = await register(hook_client, receiver)
+    receiver.script("302", "410")
+    async with running_worker(hook_settings):
+        await finished_analysis(hook_client)
+        await eventually(lambda: _count(receiver, 2), timeout=30)
+
+        async def disabled():
+            e = await hook_client.get(f"/v1/webhook-endpoints/{endpoint['id']}", headers=ACME)
+            return e.json() if e.json()["disabled"] else None
+
+        state = await eventually(disabled)
+    assert "410" in state["disabled_reason"]
+    (delivery,) = await deliveries(hook_client, endpoint["id"])
+    assert delivery["state"] == "failed"
+    gone, redirect = delivery["attempts"]
+    assert redirect["status_code"] == 302 and "redirect" in redirect["error"]
+    assert gone["status_code"] == 410
+    retry = await hook_client.post(f"/v1/webhook-deliveries/{delivery['id']}/retry", headers=ACME)
+    assert retry.status_code == 409 and retry.headers["content-type"] == PROBLEM
+
+
+async def test_slow_receiver_times_out_and_is_retried(hook_settings, hook_client, claude, receiver):
+    endpoint = await register(hook_client, receiver)
+    receiver.script("slow:3")
+    async with running_worker(hook_settings):
+        await finished_analysis(hook_client)
+        await eventually(lambda: _count(receiver, 2), timeout=30)
+
+        async def delivered():
+            (d,) = await deliveries(hook_client, endpoint["id"])
+            return d if d["state"] == "succeeded" else None
+
+        delivery = await eventually(delivered)
+    first = delivery["attempts"][-1]
+    assert first["status_code"] is None and "no answer within 1s" in first["error"]
+
+
+async def test_both_secrets_verify_during_the_rotation_overlap(
+    hook_settings, hook_client, claude, receiver
+):
+    endpoint = await register(hook_client, receiver)
+    old = endpoint["secret"]
+    rotated = await hook_client.post(
+        f"/v1/webhook-endpoints/{endpoint['id']}/rotate-secret", headers=ACME
+    )
+    assert rotated.status_code == 200
+    new = rotated.json()["secret"]
+    assert new != old and new.startswith("whsec_")
+    receiver.secrets.append(new)
+    async with running_worker(hook_settings):
+        await finished_analysis(hook_client)
+        await eventually(lambda: _count(receiver, 1))
+    assert receiver.verified_by(receiver.received[0]) == {old: True, new: True}
+    assert len(receiver.received[0]["headers"]["webhook-signature"].split(" ")) == 2
+
+
+async def test_secret_is_shown_once_and_stored_encrypted(hook_client, redis, receiver):
+    endpoint = await register(hook_client, receiver)
+    shown = await hook_client.get(f"/v1/webhook-endpoints/{endpoint['id']}", headers=ACME)
+    assert "secret" not in shown.json()
+    listed = (await hook_client.get("/v1/webhook-endpoints", headers=ACME)).json()["data"]
+    assert [e["id"] for e in listed] == [endpoint["id"]] and "secret" not in listed[0]
+    raw = await redis.hgetall(f"lr:wh:ep:{endpoint['id']}")
+    secret_body = endpoint["secret"].removeprefix("whsec_").encode()
+    assert not any(secret_body in value for value in raw.values())
+
+
+SSRF_URLS = [
+    "https://127.0.0.1/hook",
+    "https://10.0.0.1/hook",
+    "https://169.254.169.254/latest/meta-data",
+    "https://[::1]/hook",
+    "https://[::ffff:127.0.0.1]/hook",
+    "https://localhost/hook",
+    "https://100.64.0.1/hook",
+    "https://0.0.0.0/hook",
+    "http://example.com/hook",  # not https
+]
+
+
+async def test_ssrf_guard_refuses_private_and_metadata_urls_at_registration(client):
+    for url in SSRF_URLS:
+        answer = await client.post(
+            "/v1/webhook-endpoints", headers=ACME, json={"url": url, "events": ["export.failed"]}
+        )
+        assert answer.status_code == 422, url
+        assert answer.json()["code"] == "unsafe_webhook_url", url
+
+
+def test_blocked_address_ranges_cover_ipv4_ipv6_and_embedded_forms():
+    blocked = ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254",
+               "100.100.100.200", "224.0.0.1", "0.0.0.0", "::1", "::", "fe80::1", "fc00::1",
+               "fd00:ec2::254", "::ffff:10.0.0.1", "64:ff9b::a9fe:a9fe", "2002:7f00:1::",
+               "ff02::1"]  # fmt: skip
+    for address in blocked:
+        assert blocked_reason(ipaddress.ip_address(address)), address
+    for address in ["93.184.216.34", "2606:4700::6810:84e5", "8.8.8.8"]:
+        assert blocked_reason(ipaddress.ip_address(address)) is None, address
+
+
+async def test_ssrf_guard_holds_again_at_delivery(hook_settings, hook_client, claude, receiver):
+    # Registered while private networks were allowed; delivered by a worker that refuses them
+    # (as after a DNS change): the name is resolved and checked again before connecting.
+    answer = await hook_client.post(
+        "/v1/webhook-endpoints",
+        headers=ACME,
+        json={"url": f"https://localhost:{receiver.port}/hooks", "events": ["analysis.completed"]},
+    )
+    endpoint = answer.json()
+    strict = hook_settings.model_copy(update={"webhook_allow_private_networks": False})
+    async with running_worker(strict):
+        await finished_analysis(hook_client)
+
+        async def refused():
+            found = await deliveries(hook_client, endpoint["id"])
+            return found[0] if found and found[0]["attempts"] else None
+
+        delivery = await eventually(refused)
+    assert receiver.received == []
+    assert delivery["attempts"][0]["error"].startswith("refused: webhook URLs must point to public")
+
+
+async def test_another_account_cannot_see_or_retry_deliveries(
+    hook_settings, hook_client, claude, receiver
+):
+    endpoint = await register(hook_client, receiver)
+    async with running_worker(hook_settings):
+        await finished_analysis(hook_client)
+        await eventually(lambda: _count(receiver, 1))
+    (delivery,) = await deliveries(hook_client, endpoint["id"])
+    base = f"/v1/webhook-endpoints/{endpoint['id']}"
+    assert (await hook_client.get(base, headers=GLOBEX)).status_code == 404
+    assert (await hook_client.get(f"{base}/deliveries", headers=GLOBEX)).status_code == 404
+    assert (await hook_client.delete(base, headers=GLOBEX)).status_code == 404
+    retry = f"/v1/webhook-deliveries/{delivery['id']}/retry"
+    assert (await hook_client.post(retry, headers=GLOBEX)).status_code == 404
+    mine = await hook_client.post(retry, headers=ACME)
+    assert mine.status_code == 202
+
+
+async def test_endpoint_failing_for_the_disable_window_is_disabled(
+    hook_settings, hook_client, claude, receiver
+):
+    quick = hook_settings.model_copy(
+        update={"webhook_disable_after_seconds": 1, "webhook_retry_schedule": [0, 2, 2]}
+    )
+    endpoint = await register(hook_client, receiver)
+    receiver.script("500", "500", "500")
+    async with running_worker(quick):
+        await finished_analysis(hook_client)
+
+        async def disabled():
+            e = await hook_client.get(f"/v1/webhook-endpoints/{endpoint['id']}", headers=ACME)
+            return e.json() if e.json()["disabled"] else None
+
+        state = await eventually(disabled, timeout=30)
+    assert "every attempt failed" in state["disabled_reason"]
+    assert len(receiver.received) == 2
+
+
+async def test_unknown_event_types_and_bad_bodies_are_422(hook_client):
+    bodies = [
+        {"url": "http://127.0.0.1:1/x", "events": ["job.done"]},
+        {"url": "http://127.0.0.1:1/x", "events": []},
+        {"events": ["export.failed"]},
+    ]
+    for body in bodies:
+        answer = await hook_client.post("/v1/webhook-endpoints", headers=ACME, json=body)
+        assert answer.status_code == 422 and answer.headers["content-type"] == PROBLEM
