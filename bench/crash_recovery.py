@@ -1,0 +1,529 @@
+"""Crash-recovery benchmark: from `kill -9` of a worker running a job to that job's next
+start on another worker.
+
+    .venv/bin/python -m bench.crash_recovery [--trials N] [--only ours|arq] [--out PATH]
+
+Two sides, each against a private `redis-server` this script starts on a free port:
+
+- ours: this service's worker (`jobs.worker.settings_class`, every setting at its default,
+  so `WORKER_LEASE_SECONDS=10`). Trials run one after another.
+- arq: plain arq 0.28 at its defaults (`job_timeout=300`), whose claim on a running job
+  (`arq:in-progress:<id>`, TTL `job_timeout + 10 s`) is never renewed. One trial takes about
+  five minutes, so the arq trials run at the same time: one queue per trial, each with its
+  own pair of workers, all first workers killed at the same moment.
+
+A trial: start worker A, enqueue a job that sleeps 600 s, wait until it starts on A, start
+an idle worker B and wait until it is up, wait a random fraction of a heartbeat interval
+(so the kill falls anywhere in A's beat cycle), `kill -9` A, and wait until the job starts
+again on B. The delay is B's start mark (wall clock, written by the job) minus the moment
+of the kill. Every wait has a deadline; every process started here is killed by its pid
+at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import json
+import os
+import platform
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import arq.version
+import redis as redis_py
+from arq.connections import RedisSettings, create_pool
+from arq.worker import Worker
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+
+from bench.workers import OUR_KIND, PLAIN_FUNCTION, json_dumps, json_loads, started_key
+from jobs.records import WORKERS_KEY, JobStore
+from jobs.settings import Settings
+from tests.support.services import RedisServer
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "bench" / "results" / "crash_recovery.json"
+JOB_SECONDS = 600
+WORKER_START_TIMEOUT_S = 60.0
+
+# What our worker gets besides its defaults: the Redis, and S3 settings only to build a
+# client (no S3 call happens while a bench job runs); no metrics server.
+OUR_ENV = {
+    "S3_ENDPOINT_URL": "http://127.0.0.1:9",
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "WORKER_METRICS_PORT": "0",
+}
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr; the table goes to stdout."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def arq_default(name: str) -> Any:
+    """A default of arq's Worker, read from its signature rather than copied."""
+    return inspect.signature(Worker).parameters[name].default
+
+
+def arq_cli() -> list[str]:
+    """The arq CLI of this interpreter's environment."""
+    script = Path(sys.executable).parent / "arq"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "arq"]
+
+
+def child_env(extra: dict[str, str]) -> dict[str, str]:
+    """This process's environment without any of the service's settings, plus `extra`:
+    a worker sees defaults for everything not named in `extra`."""
+    names = {name.upper() for name in Settings.model_fields}
+    env = {k: v for k, v in os.environ.items() if k.upper() not in names}
+    env.update(extra)
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def our_settings(redis_url: str) -> Settings:
+    """The settings our workers run with (defaults + OUR_ENV), built without reading this
+    process's environment or a `.env`, so the enqueuer agrees with the workers."""
+    values: dict[str, Any] = {
+        name: info.get_default(call_default_factory=True)
+        for name, info in Settings.model_fields.items()
+    }
+    values.update({k.lower(): v for k, v in OUR_ENV.items()}, redis_url=redis_url)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@dataclass
+class Procs:
+    """Every worker process this run started, so that all of them are killed at the end."""
+
+    log_dir: Path
+    started: list[subprocess.Popen] = field(default_factory=list)
+
+    def start_worker(self, target: str, env: dict[str, str], name: str) -> subprocess.Popen:
+        """`arq <target>` in its own session, output to `<log_dir>/<name>.log`."""
+        with open(self.log_path(name), "wb") as out:
+            proc = subprocess.Popen(
+                [*arq_cli(), target],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.started.append(proc)
+        return proc
+
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def kill(self, proc: subprocess.Popen) -> float:
+        """SIGKILL one process by its pid; returns the wall-clock time of the kill."""
+        killed_at = time.time()
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        return killed_at
+
+    def reap(self, proc: subprocess.Popen) -> None:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            log(f"process {proc.pid} did not exit 10 s after SIGKILL")
+
+    def kill_all(self) -> None:
+        for proc in self.started:
+            self.kill(proc)
+        for proc in self.started:
+            self.reap(proc)
+        self.started.clear()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float) -> Any:
+    """Poll until `predicate` returns something truthy; TimeoutError at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def marks(r: Redis, job_id: str) -> list[dict[str, Any]]:
+    """Every start of a job so far, oldest first: `{"pid", "at"}`."""
+    return [json.loads(raw) for raw in r.lrange(started_key(job_id), 0, -1)]
+
+
+def mark_by(r: Redis, job_id: str, pid: int) -> dict[str, Any] | None:
+    """The first start of the job by process `pid`; a start by any other process is an error."""
+    for mark in marks(r, job_id):
+        if mark["pid"] == pid:
+            return mark
+    return None
+
+
+def check_alive(proc: subprocess.Popen, what: str, log_file: Path) -> None:
+    if proc.poll() is not None:
+        tail = log_file.read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"{what} (pid {proc.pid}) exited with {proc.returncode}:\n{tail}")
+
+
+def summary(delays: list[float]) -> dict[str, float]:
+    return {
+        "median_s": round(statistics.median(delays), 3),
+        "worst_s": round(max(delays), 3),
+        "min_s": round(min(delays), 3),
+        "mean_s": round(statistics.fmean(delays), 3),
+    }
+
+
+# -- ours ---------------------------------------------------------------------------------
+
+
+async def enqueue_ours(settings: Settings) -> str:
+    redis = AsyncRedis.from_url(settings.redis_url)
+    try:
+        store = JobStore(redis, settings)
+        enqueued = await store.create(kind=OUR_KIND, account="bench", args={"seconds": JOB_SECONDS})
+        return enqueued.job_id
+    finally:
+        await redis.aclose()
+
+
+def our_worker_up(r: Redis, pid: int, lease_s: float) -> bool:
+    """Whether our worker with this pid beat within the last lease (ids are host-pid-hex)."""
+    for member, score in r.zrange(WORKERS_KEY, 0, -1, withscores=True):
+        if f"-{pid}-" in member.decode() and score >= time.time() - lease_s:
+            return True
+    return False
+
+
+def start_our_worker(
+    procs: Procs, r: Redis, env: dict[str, str], name: str, lease_s: float
+) -> subprocess.Popen:
+    """Start our worker and wait until it has registered (its first heartbeat)."""
+    proc = procs.start_worker("bench.workers.OurWorkerSettings", env, name)
+
+    def up() -> bool:
+        check_alive(proc, f"worker {name}", procs.log_path(name))
+        return our_worker_up(r, proc.pid, lease_s)
+
+    wait_for(up, WORKER_START_TIMEOUT_S, f"our worker {name} to register", 0.05)
+    return proc
+
+
+def our_trial(
+    i: int,
+    settings: Settings,
+    env: dict[str, str],
+    procs: Procs,
+    r: Redis,
+    rng: random.Random,
+) -> dict[str, Any]:
+    """One trial against our worker; Redis is emptied before and after."""
+    lease = settings.worker_lease_seconds
+    r.flushall()
+    a = start_our_worker(procs, r, env, f"ours-{i}-A", lease)
+    job_id = asyncio.run(enqueue_ours(settings))
+    first = wait_for(lambda: mark_by(r, job_id, a.pid), 30, "the job to start on A", 0.02)
+    b = start_our_worker(procs, r, env, f"ours-{i}-B", lease)
+    # Kill anywhere in A's heartbeat cycle (it beats every third of a lease).
+    time.sleep(rng.uniform(0, lease / 3))
+    killed_at = procs.kill(a)
+    procs.reap(a)
+    second = wait_for(
+        lambda: mark_by(r, job_id, b.pid),
+        lease * 3 + 30,
+        f"trial {i}: the job to start again on B",
+        0.01,
+    )
+    others = [m for m in marks(r, job_id) if m["pid"] not in (a.pid, b.pid)]
+    procs.kill(b)
+    procs.reap(b)
+    r.flushall()
+    return {
+        "job_id": job_id,
+        "worker_a_pid": a.pid,
+        "worker_b_pid": b.pid,
+        "killed_at": killed_at,
+        "ran_before_kill_s": round(killed_at - first["at"], 3),
+        "restarted_at": second["at"],
+        "delay_s": round(second["at"] - killed_at, 3),
+        "unexpected_starts": others,
+    }
+
+
+def run_ours(trials: int, redis_url: str, procs: Procs, r: Redis, rng: random.Random) -> dict:
+    settings = our_settings(redis_url)
+    env = child_env({**OUR_ENV, "REDIS_URL": redis_url})
+    lease = settings.worker_lease_seconds
+    results: list[dict[str, Any]] = []
+    for i in range(trials):
+        results.append(our_trial(i, settings, env, procs, r, rng))
+        log(f"ours trial {i + 1}/{trials}: {results[-1]['delay_s']:.2f} s")
+    delays = [t["delay_s"] for t in results]
+    return {
+        "mode": "sequential",
+        "settings": {
+            "WORKER_LEASE_SECONDS": lease,
+            "heartbeat_interval_s": round(lease / 3, 3),
+            "reaper_interval_s": max(0.1, min(0.5, lease / 5)),
+            "WORKER_POLL_DELAY_SECONDS": settings.worker_poll_delay_seconds,
+            "JOB_TIMEOUT_SECONDS": settings.job_timeout_seconds,
+            "WORKER_CONCURRENCY": settings.worker_concurrency,
+            "WORKER_MAX_CRASHES": settings.worker_max_crashes,
+            "JOB_MAX_TRIES": settings.job_max_tries,
+            "environment": OUR_ENV,
+            "note": "every other setting at its default",
+        },
+        "delays_s": delays,
+        "trials": results,
+        **summary(delays),
+    }
+
+
+# -- plain arq ----------------------------------------------------------------------------
+
+
+async def enqueue_plain(redis_url: str, jobs: list[tuple[str, str]]) -> None:
+    pool = await create_pool(
+        RedisSettings.from_dsn(redis_url), job_serializer=json_dumps, job_deserializer=json_loads
+    )
+    try:
+        for queue, job_id in jobs:
+            job = await pool.enqueue_job(
+                PLAIN_FUNCTION, JOB_SECONDS, _job_id=job_id, _queue_name=queue
+            )
+            if job is None:
+                raise RuntimeError(f"arq refused to enqueue {job_id} (the id exists already)")
+    finally:
+        await pool.aclose()
+
+
+def arq_started(procs: Procs, name: str) -> bool:
+    return b"Starting worker" in procs.log_path(name).read_bytes()
+
+
+def run_arq(trials: int, redis_url: str, procs: Procs, r: Redis) -> dict:
+    job_timeout = arq_default("job_timeout")
+    claim_ttl = job_timeout + 10  # arq's in_progress_timeout_s: max job timeout + 10 s
+    run_tag = f"{int(time.time())}"
+    queues = [f"bench:arq:{i}" for i in range(trials)]
+    job_ids = [f"bench-arq-{run_tag}-{i}" for i in range(trials)]
+    target = "bench.workers.PlainArqWorkerSettings"
+    r.flushall()
+
+    def env(queue: str) -> dict[str, str]:
+        return child_env({"REDIS_URL": redis_url, "QUEUE_NAME": queue})
+
+    workers_a = [procs.start_worker(target, env(q), f"arq-{i}-A") for i, q in enumerate(queues)]
+    asyncio.run(enqueue_plain(redis_url, list(zip(queues, job_ids, strict=True))))
+
+    def all_started_on_a() -> list[dict[str, Any]] | None:
+        found = []
+        for i, (a, job_id) in enumerate(zip(workers_a, job_ids, strict=True)):
+            check_alive(a, f"arq worker {i}-A", procs.log_path(f"arq-{i}-A"))
+            mark = mark_by(r, job_id, a.pid)
+            if mark is None:
+                return None
+            found.append(mark)
+        return found
+
+    firsts = wait_for(all_started_on_a, WORKER_START_TIMEOUT_S + 2 * trials, "jobs on A", 0.05)
+    workers_b = [procs.start_worker(target, env(q), f"arq-{i}-B") for i, q in enumerate(queues)]
+
+    def all_b_up() -> bool:
+        for i, b in enumerate(workers_b):
+            check_alive(b, f"arq worker {i}-B", procs.log_path(f"arq-{i}-B"))
+        return all(arq_started(procs, f"arq-{i}-B") for i in range(trials))
+
+    wait_for(all_b_up, WORKER_START_TIMEOUT_S + 2 * trials, "arq workers B to start", 0.1)
+    time.sleep(1.0)  # "Starting worker" is logged just before the first poll
+    killed = [procs.kill(a) for a in workers_a]
+    for a in workers_a:
+        procs.reap(a)
+    log(
+        f"arq: killed {trials} workers A; waiting for the claims to expire "
+        f"(about {claim_ttl - (killed[0] - min(m['at'] for m in firsts)):.0f} s)"
+    )
+    seconds: dict[int, dict[str, Any]] = {}
+    next_report = time.monotonic() + 30
+
+    def all_restarted() -> bool:
+        nonlocal next_report
+        for i, (b, job_id) in enumerate(zip(workers_b, job_ids, strict=True)):
+            if i not in seconds and (mark := mark_by(r, job_id, b.pid)) is not None:
+                seconds[i] = mark
+                log(f"arq trial {i + 1}/{trials}: {mark['at'] - killed[i]:.2f} s")
+        if time.monotonic() >= next_report:
+            next_report += 30
+            since = time.time() - killed[0]
+            log(f"arq: {len(seconds)}/{trials} restarted, {since:.0f} s after the kill")
+        return len(seconds) == trials
+
+    wait_for(all_restarted, claim_ttl + 120, "the arq jobs to start again on B", 0.05)
+    results = []
+    for i in range(trials):
+        a, b, job_id = workers_a[i], workers_b[i], job_ids[i]
+        others = [m for m in marks(r, job_id) if m["pid"] not in (a.pid, b.pid)]
+        results.append(
+            {
+                "job_id": job_id,
+                "queue": queues[i],
+                "worker_a_pid": a.pid,
+                "worker_b_pid": b.pid,
+                "killed_at": killed[i],
+                "ran_before_kill_s": round(killed[i] - firsts[i]["at"], 3),
+                "restarted_at": seconds[i]["at"],
+                "delay_s": round(seconds[i]["at"] - killed[i], 3),
+                "unexpected_starts": others,
+            }
+        )
+    for b in workers_b:
+        procs.kill(b)
+    for b in workers_b:
+        procs.reap(b)
+    r.flushall()
+    delays = [t["delay_s"] for t in results]
+    return {
+        "mode": f"concurrent: {trials} queues, one worker pair each, all A killed at once",
+        "settings": {
+            "job_timeout_s": job_timeout,
+            "in_progress_ttl_s": claim_ttl,
+            "poll_delay_s": arq_default("poll_delay"),
+            "max_tries": arq_default("max_tries"),
+            "max_jobs": arq_default("max_jobs"),
+            "serializer": "json",
+            "note": "everything else arq 0.28's default; queue_name one per trial",
+        },
+        "delays_s": delays,
+        "trials": results,
+        **summary(delays),
+    }
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+def table(sides: dict[str, dict]) -> str:
+    rows = [
+        "| side | trials | median s | worst s | min s | settings |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for name, side in sides.items():
+        s = side["settings"]
+        if name == "ours":
+            label = "ours (`jobs.worker`)"
+            setting = (
+                f"WORKER_LEASE_SECONDS={s['WORKER_LEASE_SECONDS']:g}, rest default; sequential"
+            )
+        else:
+            label = f"plain arq {arq.version.VERSION}"
+            setting = (
+                f"job_timeout={s['job_timeout_s']:g} (claim TTL {s['in_progress_ttl_s']:g} s), "
+                f"rest default; trials run concurrently"
+            )
+        rows.append(
+            f"| {label} | {len(side['delays_s'])} | {side['median_s']:.2f} | "
+            f"{side['worst_s']:.2f} | {side['min_s']:.2f} | {setting} |"
+        )
+    return "\n".join(rows)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.crash_recovery",
+        description="Time from kill -9 of a worker running a job to the job's next start "
+        "on another worker: ours vs plain arq.",
+    )
+    parser.add_argument("--trials", type=int, default=10, help="trials per side (default 10)")
+    parser.add_argument("--only", choices=("ours", "arq"), help="run one side only")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the kill-time jitter")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the workers' logs")
+    args = parser.parse_args(argv)
+    if args.trials < 1:
+        parser.error("--trials must be at least 1")
+    return args
+
+
+def _raise_exit(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    # SIGTERM unwinds through the `finally` below, so no worker or Redis is left behind.
+    signal.signal(signal.SIGTERM, _raise_exit)
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-crash-recovery-"))
+    procs = Procs(log_dir)
+    server = RedisServer()
+    ok = False
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    sides: dict[str, dict] = {}
+    try:
+        server.start()
+        r = Redis.from_url(server.url)
+        redis_version = r.info("server")["redis_version"]
+        log(f"redis-server {redis_version} on {server.url}; worker logs in {log_dir}")
+        if args.only in (None, "ours"):
+            log(f"ours: {args.trials} sequential trials")
+            sides["ours"] = run_ours(args.trials, server.url, procs, r, random.Random(args.seed))
+        if args.only in (None, "arq"):
+            log(f"plain arq: {args.trials} trials run concurrently (one queue each), ~5.5 min")
+            sides["arq"] = run_arq(args.trials, server.url, procs, r)
+        r.close()
+        ok = True
+    finally:
+        procs.kill_all()
+        server.stop()
+        shutil.rmtree(server.workdir, ignore_errors=True)
+        if ok and not args.keep_logs:
+            shutil.rmtree(log_dir, ignore_errors=True)
+        elif not ok:
+            log(f"failed; worker logs kept in {log_dir}")
+    result = {
+        "benchmark": "crash_recovery",
+        "measures": "seconds from kill -9 of the worker running a job to the job's next start "
+        "on another (idle, already running) worker",
+        "started_at": started_at,
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "versions": {
+            "arq": arq.version.VERSION,
+            "redis-py": redis_py.__version__,
+            "python": platform.python_version(),
+            "redis-server": redis_version,
+        },
+        "job_seconds": JOB_SECONDS,
+        "sides": sides,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(table(sides))
+    if "arq" in sides:
+        print(
+            f"\nThe {args.trials} plain-arq trials ran concurrently (one queue and worker pair "
+            "each, all killed at once); the trials of ours ran one after another."
+        )
+    print(f"\nraw results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Worker settings for the benchmarks, started as `arq bench.workers.<Name>` subprocesses.
+
+- `OurWorkerSettings`: this service's worker (`jobs.worker.settings_class`) with one
+  job kind, `bench.sleep`; its settings are read from the environment when arq starts it.
+- `PlainArqWorkerSettings`: arq 0.28 at its defaults (JSON instead of pickle, the queue
+  from `QUEUE_NAME`), with one function, `bench_sleep`.
+
+Both record every start of a job as `{"pid", "at"}` (wall clock) on the Redis list
+`bench:started:<job id>`, then sleep, so the benchmark sees which process ran it and when.
+Nothing here reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from typing import Any
+
+from arq.connections import RedisSettings
+from arq.constants import default_queue_name
+
+from jobs.runner import JobKind, JobRun
+
+OUR_KIND = "bench.sleep"
+PLAIN_FUNCTION = "bench_sleep"
+STARTED_PREFIX = "bench:started:"
+
+
+def started_key(job_id: str) -> str:
+    """The Redis list where each start of a job is recorded."""
+    return f"{STARTED_PREFIX}{job_id}"
+
+
+def start_mark() -> str:
+    """One start of a job: which process, and when (epoch seconds)."""
+    return json.dumps({"pid": os.getpid(), "at": time.time()})
+
+
+def json_dumps(value: Any) -> bytes:
+    """The plain-arq side's job serializer (the same as the API's enqueuer uses)."""
+    return json.dumps(value).encode()
+
+
+def json_loads(raw: bytes) -> Any:
+    """The plain-arq side's job deserializer."""
+    return json.loads(raw)
+
+
+async def our_sleep(run: JobRun, args: dict[str, Any]) -> dict[str, Any]:
+    """Handler of `bench.sleep` on our worker: mark the start, then sleep `seconds`."""
+    await run.deps.redis.rpush(started_key(run.job_id), start_mark())
+    await asyncio.sleep(float(args.get("seconds", 1)))
+    return {"slept": args.get("seconds", 1)}
+
+
+async def bench_sleep(ctx: dict[str, Any], seconds: float) -> None:
+    """The plain-arq function: mark the start, then sleep `seconds`."""
+    await ctx["redis"].rpush(started_key(ctx["job_id"]), start_mark())
+    await asyncio.sleep(seconds)
+
+
+BENCH_KINDS: tuple[JobKind, ...] = (JobKind(OUR_KIND, our_sleep),)
+
+
+def our_settings_class() -> type:
+    """Our worker, with the settings in the environment (or their defaults)."""
+    from jobs.settings import load_settings
+    from jobs.worker import settings_class
+
+    # `_env_file=None`: only the environment the benchmark gives counts, never a stray `.env`.
+    return settings_class(load_settings(_env_file=None), BENCH_KINDS)
+
+
+def plain_arq_settings_class() -> type:
+    """arq's defaults, except JSON for jobs; the queue comes from `QUEUE_NAME`."""
+
+    # A flat class, as arq reads it (`__dict__`, so no inherited attributes and no
+    # staticmethod wrappers): everything not named here is arq's default.
+    options: dict[str, Any] = {
+        "functions": [bench_sleep],
+        "redis_settings": RedisSettings.from_dsn(os.environ["REDIS_URL"]),
+        "queue_name": os.environ.get("QUEUE_NAME", default_queue_name),
+        "job_serializer": json_dumps,
+        "job_deserializer": json_loads,
+    }
+    return type("PlainArqWorkerSettings", (), options)
+
+
+def __getattr__(name: str) -> Any:
+    # `arq bench.workers.<Name>` builds the settings here, from the environment at start.
+    if name == "OurWorkerSettings":
+        return our_settings_class()
+    if name == "PlainArqWorkerSettings":
+        return plain_arq_settings_class()
+    raise AttributeError(name)
