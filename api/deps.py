@@ -15,6 +15,7 @@ from jobs.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from jobs.records import JobRecord, JobStore
 from jobs.settings import Settings
 from jobs.storage import Storage
+from jobs.views import JobPresenter
 
 JOB_ID_PATTERN = re.compile(r"^job_[0-9A-HJKMNP-TV-Z]{26}$")
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
@@ -36,7 +37,12 @@ def get_storage(request: Request) -> Storage:
     return request.app.state.storage
 
 
+def get_presenter(request: Request) -> JobPresenter:
+    return request.app.state.presenter
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+PresenterDep = Annotated[JobPresenter, Depends(get_presenter)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
 StorageDep = Annotated[Storage, Depends(get_storage)]

@@ -12,13 +12,23 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ulid import ULID
 
 from api.problems import install_problem_handlers
-from api.routes import canaries, deadletters, documents, health, jobs, usage, webhooks
+from api.routes import (
+    canaries,
+    deadletters,
+    documents,
+    exports,
+    health,
+    jobs,
+    usage,
+    webhooks,
+)
 from jobs.clients import create_redis
 from jobs.documents import Documents
 from jobs.logs import configure_logging
 from jobs.records import JobStore
 from jobs.settings import Settings, load_settings
 from jobs.storage import open_storage
+from jobs.views import JobPresenter
 from jobs.webhooks import WebhookStore
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -39,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.store = JobStore(redis, settings)
             app.state.storage = await stack.enter_async_context(open_storage(settings))
             app.state.webhooks = WebhookStore(redis, settings)
+            app.state.presenter = JobPresenter(app.state.storage, settings)
             app.state.documents = Documents(redis, app.state.storage, settings.max_document_bytes)
             yield
 
@@ -64,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    for module in (health, documents, jobs, webhooks, usage, deadletters, canaries):
+    for module in (health, documents, exports, jobs, webhooks, usage, deadletters, canaries):
         app.include_router(module.router)
     return app
 

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from jobs.records import Enqueued, JobRecord, JobStore
-from jobs.views import attempt_resource, job_resource, rfc3339
+from jobs.views import JobPresenter, attempt_resource, rfc3339
 
 __all__ = ["attempt_resource", "rfc3339"]
 
@@ -47,9 +47,9 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None
 
 
-def job_public(record: JobRecord) -> JobPublic:
-    """The public view of a job record."""
-    return JobPublic(**job_resource(record))
+async def job_public(record: JobRecord, presenter: JobPresenter) -> JobPublic:
+    """The public view of a job record (an export's download URL presigned now)."""
+    return JobPublic(**await presenter.resource(record))
 
 
 def poll_after_seconds(record: JobRecord, now_ms: int) -> int:
@@ -59,11 +59,15 @@ def poll_after_seconds(record: JobRecord, now_ms: int) -> int:
     return 1 if record.state.value == "running" else 2
 
 
-async def accepted(store: JobStore, enqueued: Enqueued) -> JSONResponse:
+async def accepted(store: JobStore, presenter: JobPresenter, enqueued: Enqueued) -> JSONResponse:
     """The 202 answer to an enqueueing POST, flagged when an Idempotency-Key replayed it."""
     record = await store.get(enqueued.job_id)
     headers = {"Location": f"/v1/jobs/{enqueued.job_id}", "Retry-After": "1"}
     if enqueued.replayed:
         headers["Idempotent-Replayed"] = "true"
-    body = job_public(record).model_dump(mode="json") if record else {"id": enqueued.job_id}
+    body = (
+        (await job_public(record, presenter)).model_dump(mode="json")
+        if record
+        else {"id": enqueued.job_id}
+    )
     return JSONResponse(body, status_code=202, headers=headers)

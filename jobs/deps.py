@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from anthropic import AsyncAnthropic
@@ -14,7 +14,10 @@ from redis.asyncio import Redis
 from jobs.records import JobStore
 from jobs.settings import Settings
 from jobs.storage import Storage
-from jobs.webhooks import WebhookStore
+
+if TYPE_CHECKING:
+    from jobs.views import JobPresenter
+    from jobs.webhooks import WebhookStore
 
 
 @dataclass
@@ -29,6 +32,7 @@ class WorkerDeps:
     anthropic: AsyncAnthropic | None = None
     http: httpx.AsyncClient | None = None
     webhooks: WebhookStore | None = None
+    presenter: JobPresenter | None = None
     claude_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
     rng: random.Random = field(default_factory=random.Random)
     # job id -> the task running its attempt, so a fenced worker can stop them

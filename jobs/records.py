@@ -25,6 +25,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from importlib import resources
 from typing import Any
@@ -59,6 +60,14 @@ class JobState(StrEnum):
 def now_ms() -> int:
     """Wall-clock time in milliseconds since the epoch."""
     return int(time.time() * 1000)
+
+
+def rfc3339(ms: int | None) -> str | None:
+    """Epoch milliseconds as an RFC 3339 UTC timestamp."""
+    if ms is None:
+        return None
+    moment = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
+    return moment.replace("+00:00", "Z")
 
 
 def new_job_id() -> str:

@@ -89,6 +89,10 @@ class Settings(BaseSettings):
 
     max_document_bytes: int = Field(1024 * 1024, ge=1)
 
+    export_part_bytes: int = Field(8 * 1024 * 1024, ge=5 * 1024 * 1024)
+    export_url_ttl_seconds: int = Field(3600, ge=60, le=7 * 24 * 3600)
+    export_retention_days: int = Field(7, ge=1)
+
     webhook_retry_schedule: Annotated[list[int], NoDecode] = Field(
         default_factory=lambda: [0, 5, 300, 1800, 7200, 18000, 36000, 36000]
     )

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-from jobs.records import JobRecord
+from jobs.exports import export_view
+from jobs.records import JobRecord, rfc3339
+from jobs.settings import Settings
+from jobs.storage import Storage
 
-
-def rfc3339(ms: int | None) -> str | None:
-    """Epoch milliseconds as an RFC 3339 UTC timestamp."""
-    if ms is None:
-        return None
-    moment = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
-    return moment.replace("+00:00", "Z")
+__all__ = ["JobPresenter", "attempt_resource", "job_resource", "rfc3339"]
 
 
 def attempt_resource(entry: dict[str, Any]) -> dict[str, Any]:
@@ -46,3 +42,20 @@ def job_resource(record: JobRecord) -> dict[str, Any]:
         "cancel_requested_at": rfc3339(record.cancel_requested_at),
         "attempts": [attempt_resource(a) for a in record.attempts],
     }
+
+
+class JobPresenter:
+    """The job resource with results made presentable at lookup time: an export's
+    `download_url` is presigned for each lookup (never stored)."""
+
+    def __init__(self, storage: Storage, settings: Settings) -> None:
+        self.storage = storage
+        self.settings = settings
+
+    async def resource(self, record: JobRecord) -> dict[str, Any]:
+        shown = job_resource(record)
+        if record.kind == "export" and isinstance(record.result, dict) and "key" in record.result:
+            shown["result"] = await export_view(
+                self.storage, self.settings.export_url_ttl_seconds, record.result
+            )
+        return shown

@@ -36,10 +36,10 @@ from ulid import ULID
 
 from jobs.crypto import SecretBox
 from jobs.errors import Conflict, InvalidInput
-from jobs.records import PREFIX, JobState, JobStore, now_ms, running_key, waiting_key
+from jobs.records import PREFIX, JobState, JobStore, now_ms, rfc3339, running_key, waiting_key
 from jobs.settings import Settings
 from jobs.ssrf import UnsafeURL, resolve_target
-from jobs.views import job_resource, rfc3339
+from jobs.views import JobPresenter
 
 log = logging.getLogger("jobs.webhooks")
 
@@ -546,7 +546,9 @@ async def _deliver(deps: Any, delivery_id: str, attempt: int, manual: bool) -> N
     await store.schedule_attempt(delivery.id, attempt + 1, delay)
 
 
-async def publish_job_event(store: WebhookStore, jobs: JobStore, job_id: str) -> int:
+async def publish_job_event(
+    store: WebhookStore, jobs: JobStore, presenter: JobPresenter, job_id: str
+) -> int:
     """Publish `<kind>.completed` or `<kind>.failed` for a finished job, once."""
     record = await jobs.get(job_id)
     if record is None or record.kind not in EVENT_KINDS:
@@ -558,7 +560,7 @@ async def publish_job_event(store: WebhookStore, jobs: JobStore, job_id: str) ->
         record.account,
         f"{record.kind}.{outcome}",
         f"evt_{record.id}",
-        job_resource(record),
+        await presenter.resource(record),
         record.request_id,
     )
 
@@ -572,7 +574,7 @@ async def keep_publishing(deps: Any) -> None:
             member = await redis.blmove(OUTBOX_KEY, processing, 1, "LEFT", "RIGHT")
             if member is None:
                 continue
-            await publish_job_event(deps.webhooks, deps.store, member.decode())
+            await publish_job_event(deps.webhooks, deps.store, deps.presenter, member.decode())
             await redis.lrem(processing, 1, member)
         except asyncio.CancelledError:
             raise

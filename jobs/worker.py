@@ -26,6 +26,7 @@ from jobs.analysis import ANALYSIS, create_claude_client
 from jobs.canary import CANARY
 from jobs.clients import json_dumps, json_loads
 from jobs.deps import WorkerDeps
+from jobs.exports import EXPORT
 from jobs.leases import keep_beating, keep_reaping
 from jobs.logs import configure_logging
 from jobs.reconciler import keep_reconciling
@@ -33,11 +34,12 @@ from jobs.records import WORKERS_KEY, JobStore
 from jobs.runner import JobKind, arq_function
 from jobs.settings import Settings, load_settings
 from jobs.storage import open_storage
+from jobs.views import JobPresenter
 from jobs.webhooks import WebhookStore, deliver_function, keep_publishing
 
 log = logging.getLogger("jobs.worker")
 
-DOMAIN_KINDS: tuple[JobKind, ...] = (ANALYSIS, CANARY)
+DOMAIN_KINDS: tuple[JobKind, ...] = (ANALYSIS, EXPORT, CANARY)
 
 Hook = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -73,6 +75,7 @@ def _startup(settings: Settings, kinds: Sequence[JobKind]) -> Hook:
                 claude_slots=asyncio.Semaphore(settings.analysis_concurrency),
                 http=http,
                 webhooks=WebhookStore(ctx["redis"], settings),
+                presenter=JobPresenter(storage, settings),
             )
             if settings.worker_metrics_port:
                 server, _ = start_http_server(

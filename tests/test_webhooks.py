@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
+import httpx
 import pytest
 
 from jobs.ssrf import blocked_reason
@@ -298,3 +299,28 @@ async def test_unknown_event_types_and_bad_bodies_are_422(hook_client):
     for body in bodies:
         answer = await hook_client.post("/v1/webhook-endpoints", headers=ACME, json=body)
         assert answer.status_code == 422 and answer.headers["content-type"] == PROBLEM
+
+
+async def test_finished_export_reaches_its_endpoint_with_a_working_download_url(
+    hook_settings, hook_client, receiver
+):
+    await register(hook_client, receiver, events=["export.completed"])
+    async with running_worker(hook_settings):
+        answer = await hook_client.post(
+            "/v1/exports", headers=ACME, json={"user_id": "nobody", "format": "zip"}
+        )
+        await eventually(lambda: _count(receiver, 1))
+    (request,) = receiver.received
+    assert all(receiver.verified_by(request).values())
+    event = request["json"]
+    job = (await hook_client.get(f"/v1/jobs/{answer.json()['id']}", headers=ACME)).json()
+    assert event["type"] == "export.completed"
+    fresh = ("download_url", "expires_at")  # presigned anew at each lookup
+    assert {k: v for k, v in event["data"].items() if k != "result"} == {
+        k: v for k, v in job.items() if k != "result"
+    }
+    assert {k: v for k, v in event["data"]["result"].items() if k not in fresh} == {
+        k: v for k, v in job["result"].items() if k not in fresh
+    }
+    async with httpx.AsyncClient() as plain:
+        assert (await plain.get(event["data"]["result"]["download_url"])).status_code == 200

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from api.deps import AdminDep, IdempotencyKeyDep, StoreDep
+from api.deps import AdminDep, IdempotencyKeyDep, PresenterDep, StoreDep
 from api.schemas import JobPublic, accepted
 from jobs.canary import CANARY, CANARY_ACCOUNT
 from jobs.records import body_fingerprint
@@ -15,7 +15,11 @@ router = APIRouter(prefix="/v1/canaries", tags=["operations"])
 
 @router.post("", status_code=202, response_model=JobPublic, response_class=JSONResponse)
 async def create_canary(
-    _: AdminDep, store: StoreDep, request: Request, idempotency_key: IdempotencyKeyDep
+    _: AdminDep,
+    store: StoreDep,
+    presenter: PresenterDep,
+    request: Request,
+    idempotency_key: IdempotencyKeyDep,
 ) -> JSONResponse:
     """Enqueue a canary job: the worker round-trips a small object through S3."""
     enqueued = await store.create(
@@ -26,4 +30,4 @@ async def create_canary(
         fingerprint=body_fingerprint("POST", request.url.path, {}),
         request_id=request.state.request_id,
     )
-    return await accepted(store, enqueued)
+    return await accepted(store, presenter, enqueued)

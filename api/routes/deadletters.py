@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from api.deps import JOB_ID_PATTERN, AdminDep, StoreDep
+from api.deps import JOB_ID_PATTERN, AdminDep, PresenterDep, StoreDep
 from api.schemas import JobPublic, Page, accepted, attempt_resource, rfc3339
 from jobs.errors import NotFound
 from jobs.records import DLQ_KEY, JobRecord, JobState
@@ -83,7 +83,11 @@ async def get_dead_letter(
     "/{job_id}/replay", status_code=202, response_model=JobPublic, response_class=JSONResponse
 )
 async def replay_dead_letter(
-    _: AdminDep, store: StoreDep, request: Request, job_id: Annotated[str, Path(max_length=64)]
+    _: AdminDep,
+    store: StoreDep,
+    presenter: PresenterDep,
+    request: Request,
+    job_id: Annotated[str, Path(max_length=64)],
 ) -> JSONResponse:
     """Run a dead job again as a new job of the same account (`replay_of` links them); 409
     when it was already replayed."""
@@ -95,4 +99,4 @@ async def replay_dead_letter(
         replay_of=record.id,
         request_id=request.state.request_id,
     )
-    return await accepted(store, enqueued)
+    return await accepted(store, presenter, enqueued)

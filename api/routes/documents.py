@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile
 
-from api.deps import AccountDep, IdempotencyKeyDep, SettingsDep, StoreDep
+from api.deps import AccountDep, IdempotencyKeyDep, PresenterDep, SettingsDep, StoreDep
 from api.schemas import JobPublic, accepted, rfc3339
 from jobs.documents import USER_ID_PATTERN, DocumentMeta, Documents
 from jobs.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
@@ -198,6 +198,7 @@ async def create_analysis(
     document: OwnedDocument,
     request: Request,
     store: StoreDep,
+    presenter: PresenterDep,
     documents: DocumentsDep,
     idempotency_key: IdempotencyKeyDep,
     body: AnalysisCreate | None = None,
@@ -214,4 +215,4 @@ async def create_analysis(
     )
     if not enqueued.replayed:
         await documents.set_latest_analysis(document.id, enqueued.job_id)
-    return await accepted(store, enqueued)
+    return await accepted(store, presenter, enqueued)

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.deps import AccountDep, RedisDep, StoreDep, VisibleJob
+from api.deps import AccountDep, PresenterDep, RedisDep, StoreDep, VisibleJob
 from api.schemas import JobPublic, Page, job_public, poll_after_seconds
 from jobs.errors import Conflict, NotFound
 from jobs.records import account_index_key, now_ms, record_key
@@ -20,17 +20,18 @@ KEEPALIVE_S = 15.0
 
 
 @router.get("/{job_id}", response_model=JobPublic)
-async def get_job(job: VisibleJob, response: Response) -> JobPublic:
+async def get_job(job: VisibleJob, response: Response, presenter: PresenterDep) -> JobPublic:
     """The job's current state, from its record; `Retry-After` while it is unfinished."""
     if not job.state.finished:
         response.headers["Retry-After"] = str(poll_after_seconds(job, now_ms()))
-    return job_public(job)
+    return await job_public(job, presenter)
 
 
 @router.get("", response_model=Page[JobPublic])
 async def list_jobs(
     account: AccountDep,
     store: StoreDep,
+    presenter: PresenterDep,
     state: StateFilter | None = None,
     kind: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
@@ -40,7 +41,8 @@ async def list_jobs(
     page = await store.list(
         account_index_key(account), limit=limit, cursor=cursor, state=state, kind=kind
     )
-    return Page[JobPublic](data=[job_public(r) for r in page.items], next_cursor=page.next_cursor)
+    data = [await job_public(r, presenter) for r in page.items]
+    return Page[JobPublic](data=data, next_cursor=page.next_cursor)
 
 
 @router.post(
@@ -50,7 +52,7 @@ async def list_jobs(
     response_class=JSONResponse,
     responses={409: {"description": "the job already finished"}},
 )
-async def cancel_job(job: VisibleJob, store: StoreDep) -> JSONResponse:
+async def cancel_job(job: VisibleJob, store: StoreDep, presenter: PresenterDep) -> JSONResponse:
     """Cancel a job: a waiting one ends `cancelled` at once and never runs; a running one is
     stopped by its worker within about a second, after its cleanup (`cancel_requested_at`
     is set meanwhile). Cancelling a cancelled job is a no-op; a finished one is a 409."""
@@ -61,7 +63,7 @@ async def cancel_job(job: VisibleJob, store: StoreDep) -> JSONResponse:
     if outcome == "missing" or record is None:
         raise NotFound("no such job")
     return JSONResponse(
-        job_public(record).model_dump(mode="json"),
+        (await job_public(record, presenter)).model_dump(mode="json"),
         status_code=202,
         headers={"Location": f"/v1/jobs/{job.id}", "Retry-After": "1"},
     )
@@ -73,7 +75,7 @@ async def cancel_job(job: VisibleJob, store: StoreDep) -> JSONResponse:
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def job_events(
-    job: VisibleJob, request: Request, redis: RedisDep, store: StoreDep
+    job: VisibleJob, request: Request, redis: RedisDep, store: StoreDep, presenter: PresenterDep
 ) -> StreamingResponse:
     """Server-sent events: a `job` event with the job's snapshot now and at every change
     (state, attempt, progress), until the job finishes; then the stream closes."""
@@ -88,7 +90,7 @@ async def job_events(
                 record = await store.get(job.id)
                 if record is None:
                     return
-                snapshot = job_public(record).model_dump_json()
+                snapshot = (await job_public(record, presenter)).model_dump_json()
                 if snapshot != last:
                     sequence += 1
                     yield f"event: job\nid: {sequence}\ndata: {snapshot}\n\n"

@@ -1,0 +1,45 @@
+"""User-data exports: enqueue one; its job's result carries a freshly presigned URL."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from api.deps import AccountDep, IdempotencyKeyDep, PresenterDep, StoreDep
+from api.schemas import JobPublic, accepted
+from jobs.documents import USER_ID_PATTERN
+from jobs.records import body_fingerprint
+
+router = APIRouter(prefix="/v1/exports", tags=["exports"])
+
+
+class ExportCreate(BaseModel):
+    user_id: str = Field(pattern=USER_ID_PATTERN)
+    format: Literal["zip", "ndjson"]
+
+
+@router.post("", status_code=202, response_model=JobPublic)
+async def create_export(
+    body: ExportCreate,
+    account: AccountDep,
+    store: StoreDep,
+    presenter: PresenterDep,
+    request: Request,
+    idempotency_key: IdempotencyKeyDep,
+) -> JSONResponse:
+    """Enqueue an export of every document of a user, with its latest analysis; needs only
+    Redis (S3 may be down: the job retries). The finished job's `result.download_url` is
+    presigned at each lookup."""
+    args = body.model_dump()
+    enqueued = await store.create(
+        kind="export",
+        account=account,
+        args=args,
+        idempotency_key=idempotency_key,
+        fingerprint=body_fingerprint("POST", request.url.path, args),
+        request_id=request.state.request_id,
+    )
+    return await accepted(store, presenter, enqueued)

@@ -1,0 +1,209 @@
+"""Exports against a real S3 server over HTTP: archives, presigned URLs, outages, cancel."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import zipfile
+
+import httpx
+import pytest
+
+from jobs.storage import open_storage
+from tests.conftest import ACME, GLOBEX, api_client, eventually, running_worker
+from tests.support.proxy import Proxy
+
+
+async def add_documents(client, user: str, n: int) -> list[dict]:
+    docs = []
+    for i in range(n):
+        body = {"user_id": user, "title": f"doc {i}", "text": f"text {i} " + "é" * i}
+        answer = await client.post("/v1/documents", headers=ACME, json=body)
+        assert answer.status_code == 201
+        docs.append(answer.json())
+    return docs
+
+
+async def export(client, user: str, fmt: str, headers=ACME, key: str | None = None) -> dict:
+    extra = {"Idempotency-Key": key} if key else {}
+    answer = await client.post(
+        "/v1/exports", headers=headers | extra, json={"user_id": user, "format": fmt}
+    )
+    assert answer.status_code == 202, answer.text
+    return answer.json()
+
+
+async def finished(client, job_id: str, timeout: float = 60) -> dict:
+    async def check():
+        job = (await client.get(f"/v1/jobs/{job_id}", headers=ACME)).json()
+        return job if job["state"] in ("succeeded", "failed", "cancelled") else None
+
+    return await eventually(check, timeout=timeout)
+
+
+async def s3_state(settings) -> tuple[list[str], list[dict]]:
+    async with open_storage(settings) as storage:
+        objects = await storage.client.list_objects_v2(Bucket=settings.s3_bucket, Prefix="exports/")
+        uploads = await storage.client.list_multipart_uploads(Bucket=settings.s3_bucket)
+    return [o["Key"] for o in objects.get("Contents", [])], uploads.get("Uploads", [])
+
+
+def check_documents(entries: list[dict], docs: list[dict]) -> None:
+    by_id = {e["id"]: e for e in entries}
+    assert set(by_id) == {d["id"] for d in docs}
+    for doc in docs:
+        entry = by_id[doc["id"]]
+        assert entry["text"].startswith(doc["title"].replace("doc", "text"))
+        assert {k: entry[k] for k in ("user_id", "title", "size_bytes", "created_at")} == {
+            k: doc[k] for k in ("user_id", "title", "size_bytes", "created_at")
+        }
+
+
+async def test_zip_export_of_25_documents_downloads_and_checks_out(settings, client, worker):
+    docs = await add_documents(client, "u-zip", 25)
+    await add_documents(client, "someone-else", 2)
+    job = await finished(client, (await export(client, "u-zip", "zip"))["id"])
+    assert job["state"] == "succeeded" and job["progress"] == 1.0
+    result = job["result"]
+    assert result["format"] == "zip" and result["documents"] == 25 and "key" not in result
+    async with httpx.AsyncClient() as plain:
+        download = await plain.get(result["download_url"])
+    assert download.status_code == 200 and len(download.content) == result["size_bytes"]
+    archive = zipfile.ZipFile(io.BytesIO(download.content))
+    manifest = json.loads(archive.read("manifest.json"))
+    assert manifest["job_id"] == job["id"] and manifest["user_id"] == "u-zip"
+    assert manifest["count"] == 25 and manifest["format"] == "zip" and manifest["created_at"]
+    entries = []
+    for item in manifest["entries"]:
+        data = archive.read(item["path"])
+        assert hashlib.sha256(data).hexdigest() == item["sha256"]
+        assert len(data) == item["size_bytes"] and item["path"] == f"documents/{item['id']}.json"
+        entries.append(json.loads(data))
+    check_documents(entries, docs)
+    assert sorted(archive.namelist()) == sorted(
+        ["manifest.json", *(f"documents/{d['id']}.json" for d in docs)]
+    )
+
+
+async def test_ndjson_export_is_gzipped_json_lines(settings, client, worker, claude):
+    docs = await add_documents(client, "u-nd", 25)
+    analysis = (
+        await client.post(f"/v1/documents/{docs[0]['id']}/analyses", headers=ACME, json={})
+    ).json()
+    assert (await finished(client, analysis["id"]))["state"] == "succeeded"
+    job = await finished(client, (await export(client, "u-nd", "ndjson"))["id"])
+    assert job["result"]["content_type"] == "application/x-ndjson+gzip"
+    async with httpx.AsyncClient() as plain:
+        download = await plain.get(job["result"]["download_url"])
+    lines = gzip.decompress(download.content).decode().splitlines()
+    entries = [json.loads(line) for line in lines]
+    check_documents(entries, docs)
+    analysed = next(e for e in entries if e["id"] == docs[0]["id"])
+    assert analysed["latest_analysis"]["state"] == "succeeded"
+    assert analysed["latest_analysis"]["analysis"].startswith("Analysis of")
+    assert all(e["latest_analysis"] is None for e in entries if e["id"] != docs[0]["id"])
+
+
+async def test_user_without_documents_gets_a_valid_empty_export(client, worker):
+    zipped = await finished(client, (await export(client, "nobody", "zip"))["id"])
+    lines = await finished(client, (await export(client, "nobody", "ndjson"))["id"])
+    async with httpx.AsyncClient() as plain:
+        archive = zipfile.ZipFile(
+            io.BytesIO((await plain.get(zipped["result"]["download_url"])).content)
+        )
+        ndjson = (await plain.get(lines["result"]["download_url"])).content
+    assert archive.namelist() == ["manifest.json"]
+    assert json.loads(archive.read("manifest.json"))["count"] == 0
+    assert gzip.decompress(ndjson) == b""
+    assert zipped["result"]["documents"] == lines["result"]["documents"] == 0
+
+
+async def test_presigned_url_is_fresh_at_each_lookup_and_expires(settings, client, worker):
+    job = await finished(client, (await export(client, "nobody", "zip"))["id"])
+    again = (await client.get(f"/v1/jobs/{job['id']}", headers=ACME)).json()
+    assert "X-Amz-Expires=3600" in job["result"]["download_url"]
+    assert job["result"]["expires_at"] <= again["result"]["expires_at"]
+    assert again["result"]["download_url"].startswith(settings.s3_endpoint_url + "/")
+
+
+async def test_export_survives_s3_being_unreachable_for_a_while(settings, client, s3_server):
+    docs = await add_documents(client, "u-outage", 5)
+    proxy = Proxy(target_port=s3_server.port).start()
+    try:
+        via_proxy = settings.model_copy(update={"s3_endpoint_url": proxy.url})
+        proxy.set_down(True)
+        async with api_client(via_proxy) as proxied, running_worker(via_proxy):
+            job = await export(proxied, "u-outage", "zip")
+
+            async def failing():
+                j = (await proxied.get(f"/v1/jobs/{job['id']}", headers=ACME)).json()
+                return j if j["attempts"] and j["attempts"][0].get("error") else None
+
+            seen = await eventually(failing)
+            assert seen["attempts"][0]["error"]["type"] == "s3_unavailable"
+            proxy.set_down(False)
+            done = await finished(proxied, job["id"])
+    finally:
+        proxy.stop()
+    assert done["state"] == "succeeded" and done["attempt"] >= 2
+    assert done["result"]["documents"] == len(docs)
+    objects, uploads = await s3_state(settings)
+    assert objects == [f"exports/acme/{job['id']}.zip"] and uploads == []
+
+
+async def test_cancel_during_export_leaves_no_object_and_no_open_upload(
+    settings, client, redis, s3_server
+):
+    await add_documents(client, "u-cancel", 40)
+    proxy = Proxy(target_port=s3_server.port).start()
+    try:
+        slow = settings.model_copy(update={"s3_endpoint_url": proxy.url})
+        async with running_worker(slow):
+            job = await export(client, "u-cancel", "zip")
+            proxy.delay_s = 0.1
+            await eventually(lambda: redis.exists(f"lr:export-upload:{job['id']}"), timeout=30)
+            answer = await client.post(f"/v1/jobs/{job['id']}/cancel", headers=ACME)
+            assert answer.status_code == 202
+            done = await finished(client, job["id"])
+    finally:
+        proxy.stop()
+    assert done["state"] == "cancelled"
+    objects, uploads = await s3_state(settings)
+    assert objects == [] and uploads == []
+
+
+async def test_another_account_cannot_see_the_export_or_its_url(client, worker):
+    job = await finished(client, (await export(client, "nobody", "zip"))["id"])
+    assert (await client.get(f"/v1/jobs/{job['id']}", headers=GLOBEX)).status_code == 404
+    theirs = (await client.get("/v1/jobs?kind=export", headers=GLOBEX)).json()
+    assert theirs["data"] == []
+
+
+async def test_export_idempotency_key_returns_the_same_job(client, redis):
+    first = await export(client, "u-idem", "zip", key="export-1")
+    second = await client.post(
+        "/v1/exports",
+        headers=ACME | {"Idempotency-Key": "export-1"},
+        json={"user_id": "u-idem", "format": "zip"},
+    )
+    assert second.status_code == 202 and second.headers["Idempotent-Replayed"] == "true"
+    assert second.json()["id"] == first["id"]
+    other = await client.post(
+        "/v1/exports",
+        headers=ACME | {"Idempotency-Key": "export-1"},
+        json={"user_id": "u-idem", "format": "ndjson"},
+    )
+    assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused"
+    assert await redis.zcard("arq:queue") == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"user_id": "u", "format": "tar"}, {"user_id": "../x", "format": "zip"}, {"format": "zip"}],
+)
+async def test_bad_export_requests_are_422(client, body):
+    answer = await client.post("/v1/exports", headers=ACME, json=body)
+    assert answer.status_code == 422
+    assert answer.headers["content-type"] == "application/problem+json"
