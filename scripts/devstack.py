@@ -9,6 +9,7 @@ Logs go to .devstack/*.log. Ctrl-C stops everything; --demo-only stops after the
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -130,10 +132,12 @@ def ensure_s3(stack: Stack, env: dict[str, str]) -> None:
     say(f"S3: started moto's S3 emulator on port {port} with bucket {bucket} (development only)")
 
 
-def call(base: str, method: str, path: str, key: str) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(
-        base + path, method=method, headers={"Authorization": f"Bearer {key}"}
-    )
+def call(
+    base: str, method: str, path: str, key: str, body: dict[str, Any] | None = None
+) -> tuple[int, dict[str, Any]]:
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
+    request = urllib.request.Request(base + path, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as answer:
             return answer.status, json.loads(answer.read() or b"{}")
@@ -141,24 +145,43 @@ def call(base: str, method: str, path: str, key: str) -> tuple[int, dict[str, An
         return exc.code, json.loads(exc.read() or b"{}")
 
 
-def demo(base: str) -> bool:
-    """Enqueue a canary job (S3 round trip on the worker) and follow it to the end."""
-    say("demo: POST /v1/canaries (a real job: the worker writes, reads and deletes an S3 object)")
-    status, job = call(base, "POST", "/v1/canaries", DEV_ADMIN_KEY)
-    if status != 202:
-        say(f"demo: enqueue failed: {status} {job}")
-        return False
-    say(f"demo: 202 Accepted, job {job['id']} is {job['state']}")
+def follow(base: str, job: dict[str, Any], key: str) -> dict[str, Any]:
+    """Poll a job until it finishes (60 s at most)."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and job["state"] not in ("succeeded", "failed"):
         time.sleep(0.2)
-        _, job = call(base, "GET", f"/v1/jobs/{job['id']}", DEV_ADMIN_KEY)
+        _, job = call(base, "GET", f"/v1/jobs/{job['id']}", key)
+    return job
+
+
+def demo(base: str) -> bool:
+    """The main job end to end: store a document, export its user's data, download it."""
+    key = DEV_ACCOUNT_KEY
+    say("demo: POST /v1/documents (stored in S3)")
+    document = {"user_id": "demo-user", "title": "Welcome", "text": "Hello from longrun.\n" * 20}
+    status, doc = call(base, "POST", "/v1/documents", key, document)
+    if status != 201:
+        say(f"demo: storing the document failed: {status} {doc}")
+        return False
+    say(f"demo: 201 Created, document {doc['id']}")
+    say("demo: POST /v1/exports {user_id: demo-user, format: zip}")
+    status, job = call(base, "POST", "/v1/exports", key, {"user_id": "demo-user", "format": "zip"})
+    if status != 202:
+        say(f"demo: enqueue failed: {status} {job}")
+        return False
+    say(f"demo: 202 Accepted, job {job['id']} is {job['state']}; following it")
+    job = follow(base, job, key)
     say(f"demo: GET /v1/jobs/{job['id']} ->\n{json.dumps(job, indent=2)}")
-    _, queues = call(base, "GET", "/health/queues", DEV_ADMIN_KEY)
+    if job["state"] != "succeeded":
+        say("demo: the export did not succeed; see .devstack/*.log")
+        return False
+    with urllib.request.urlopen(job["result"]["download_url"], timeout=10) as answer:
+        archive = zipfile.ZipFile(io.BytesIO(answer.read()))
+    say(f"demo: downloaded the archive through download_url: {archive.namelist()}")
+    _, queues = call(base, "GET", "/health/queues", key)
     say(f"demo: GET /health/queues -> {json.dumps(queues)}")
-    ok = job["state"] == "succeeded"
-    say("demo: the job " + ("succeeded" if ok else "did not succeed; see .devstack/*.log"))
-    return ok
+    say("demo: the export succeeded")
+    return True
 
 
 def main() -> int:

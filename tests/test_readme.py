@@ -53,4 +53,5 @@ def test_dev_command_starts_the_stack_and_the_demo_job_succeeds(tmp_path):
     assert "started moto's S3 emulator" in done.stdout
     assert "/docs" in done.stdout
     assert '"state": "succeeded"' in done.stdout
-    assert "demo: the job succeeded" in done.stdout
+    assert "manifest.json" in done.stdout
+    assert "demo: the export succeeded" in done.stdout
