@@ -11,14 +11,13 @@ from typing import Annotated
 from fastapi import Depends, Header, Path, Request
 from redis.asyncio import Redis
 
-from jobs.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from jobs.errors import Forbidden, NotFound, Unauthorized
 from jobs.records import JobRecord, JobStore
 from jobs.settings import Settings
 from jobs.storage import Storage
 from jobs.views import JobPresenter
 
 JOB_ID_PATTERN = re.compile(r"^job_[0-9A-HJKMNP-TV-Z]{26}$")
-IDEMPOTENCY_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
 
 
 def get_settings(request: Request) -> Settings:
@@ -116,17 +115,14 @@ async def get_visible_job(
 VisibleJob = Annotated[JobRecord, Depends(get_visible_job)]
 
 
-def get_idempotency_key(
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
-) -> str | None:
-    if idempotency_key is None:
-        return None
-    if not IDEMPOTENCY_KEY_PATTERN.match(idempotency_key):
-        raise InvalidInput(
-            "Idempotency-Key must be 1 to 255 visible ASCII characters",
-            type="invalid_idempotency_key",
-        )
-    return idempotency_key
-
-
-IdempotencyKeyDep = Annotated[str | None, Depends(get_idempotency_key)]
+IdempotencyKeyDep = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="repeat a request safely: the same key and body return the same job "
+        "for 24 hours (visible ASCII, at most 255 characters)",
+    ),
+]

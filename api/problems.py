@@ -99,6 +99,13 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's answer to a body it cannot even decode: for clients it is just
+            # another invalid body.
+            return problem(
+                422, "invalid_json", "The request is not valid", "the body is not valid JSON",
+                instance=request.url.path,
+            )  # fmt: skip
         code = _HTTP_TYPES.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else None
         return problem(
@@ -118,3 +125,44 @@ def install_problem_handlers(app: FastAPI) -> None:
             return service_error_response(request, error)
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return problem(500, "internal_error", "Internal error", instance=request.url.path)
+
+
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "code": {"type": "string"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+_DOCUMENTED_ERRORS = {
+    "401": "Missing or invalid API key",
+    "403": "This key may not use this route",
+    "404": "Not found, or owned by another account",
+    "422": "The request is not valid",
+    "500": "Internal error",
+    "503": "A dependency is unavailable; retry after Retry-After",
+}
+
+
+def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
+    """Describe every error answer in the OpenAPI document as problem+json."""
+    schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+    content = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            public = path.startswith("/health") or path == "/metrics"
+            for status, description in _DOCUMENTED_ERRORS.items():
+                if public and status in ("401", "403", "404", "422"):
+                    continue
+                responses.setdefault(status, {"description": description})
+            for status, response in responses.items():
+                if status[0] in "45":
+                    response["content"] = content
+    return schema

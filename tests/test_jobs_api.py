@@ -136,7 +136,8 @@ async def test_idempotency_key_reused_with_other_body_is_422(settings, redis):
 
 async def test_bad_idempotency_key_is_422(client):
     answer = await client.post("/v1/canaries", headers=ADMIN | {"Idempotency-Key": "x" * 300})
-    assert answer.status_code == 422 and answer.json()["code"] == "invalid_idempotency_key"
+    assert answer.status_code == 422 and answer.json()["code"] == "invalid_input"
+    assert answer.json()["errors"][0]["loc"] == ["header", "Idempotency-Key"]
 
 
 async def test_request_id_is_echoed_and_recorded(client):

@@ -19,7 +19,7 @@ async def create_canary(
     store: StoreDep,
     presenter: PresenterDep,
     request: Request,
-    idempotency_key: IdempotencyKeyDep,
+    idempotency_key: IdempotencyKeyDep = None,
 ) -> JSONResponse:
     """Enqueue a canary job: the worker round-trips a small object through S3."""
     enqueued = await store.create(

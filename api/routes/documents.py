@@ -200,7 +200,7 @@ async def create_analysis(
     store: StoreDep,
     presenter: PresenterDep,
     documents: DocumentsDep,
-    idempotency_key: IdempotencyKeyDep,
+    idempotency_key: IdempotencyKeyDep = None,
     body: AnalysisCreate | None = None,
 ) -> JSONResponse:
     """Enqueue an analysis of the document by Claude; needs only Redis (S3 may be down)."""

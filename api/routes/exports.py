@@ -28,7 +28,7 @@ async def create_export(
     store: StoreDep,
     presenter: PresenterDep,
     request: Request,
-    idempotency_key: IdempotencyKeyDep,
+    idempotency_key: IdempotencyKeyDep = None,
 ) -> JSONResponse:
     """Enqueue an export of every document of a user, with its latest analysis; needs only
     Redis (S3 may be down: the job retries). The finished job's `result.download_url` is
