@@ -184,12 +184,18 @@ def demo(base: str) -> bool:
     return True
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo-only", action="store_true", help="stop after the demo")
     options = parser.parse_args()
 
     STATE.mkdir(exist_ok=True)
+    # SIGTERM stops the stack as cleanly as Ctrl-C does.
+    signal.signal(signal.SIGTERM, _interrupt)
     env = dict(os.environ)
     env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
     env.setdefault("API_KEYS", json.dumps({"demo": [f"plain:{DEV_ACCOUNT_KEY}"]}))
