@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -24,9 +26,11 @@ from api.routes import (
     usage,
     webhooks,
 )
+from jobs import metrics
 from jobs.clients import create_redis
 from jobs.documents import Documents
-from jobs.logs import configure_logging
+from jobs.health import refresh_queue_gauges
+from jobs.logs import REQUEST_ID_VAR, configure_logging
 from jobs.records import JobStore
 from jobs.settings import Settings, load_settings
 from jobs.storage import open_storage
@@ -69,12 +73,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ) -> Response:
         given = request.headers.get("x-request-id", "")
         request.state.request_id = given if REQUEST_ID.match(given) else f"req_{ULID()}"
-        response = await call_next(request)
-        response.headers["X-Request-ID"] = request.state.request_id
-        return response
+        token = REQUEST_ID_VAR.set(request.state.request_id)
+        clock = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            response.headers["X-Request-ID"] = request.state.request_id
+            return response
+        finally:
+            route = getattr(request.scope.get("route"), "path", "unmatched")
+            metrics.HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
+            metrics.HTTP_LATENCY.labels(route, request.method).observe(time.perf_counter() - clock)
+            REQUEST_ID_VAR.reset(token)
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> PlainTextResponse:
+    async def prometheus_metrics(request: Request) -> PlainTextResponse:
+        try:
+            await refresh_queue_gauges(request.app.state.redis, settings)
+        except Exception:
+            logging.getLogger("api").warning("queue gauges not refreshed", exc_info=True)
         return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     for module in (health, documents, exports, jobs, webhooks, usage, deadletters, canaries):

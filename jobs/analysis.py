@@ -17,6 +17,7 @@ import anthropic
 from anthropic import AsyncAnthropic
 from redis.asyncio import Redis
 
+from jobs import metrics
 from jobs.documents import Documents, analysis_key
 from jobs.errors import InvalidInput, NotFound, ServiceError, TransientError
 from jobs.records import PREFIX
@@ -193,7 +194,10 @@ async def run_analysis(run: JobRun, args: dict[str, Any]) -> dict[str, Any]:
         try:
             message = await deps.anthropic.messages.create(**request)
         except anthropic.AnthropicError as exc:
-            raise translate_claude_error(exc, settings.analysis_model) from exc
+            error = translate_claude_error(exc, settings.analysis_model)
+            metrics.CLAUDE_CALLS.labels(settings.analysis_model, error.type).inc()
+            raise error from exc
+    metrics.CLAUDE_CALLS.labels(message.model, "ok").inc()
     text = "".join(block.text for block in message.content if block.type == "text")
     usage = {
         "input_tokens": message.usage.input_tokens,
@@ -204,7 +208,9 @@ async def run_analysis(run: JobRun, args: dict[str, Any]) -> dict[str, Any]:
     key = analysis_key(meta.account, meta.user_id, meta.id, run.job_id)
     stored = {**result, "job_id": run.job_id, "instructions": args.get("instructions")}
     await deps.storage.put_bytes(key, json.dumps(stored).encode(), "application/json")
-    await count_usage(deps.redis, run.job_id, run.account, message.model, usage)
+    if await count_usage(deps.redis, run.job_id, run.account, message.model, usage):
+        metrics.CLAUDE_TOKENS.labels(message.model, "input").inc(usage["input_tokens"])
+        metrics.CLAUDE_TOKENS.labels(message.model, "output").inc(usage["output_tokens"])
     return result
 
 

@@ -16,6 +16,7 @@ from jobs.settings import Settings
 from jobs.storage import Storage
 
 if TYPE_CHECKING:
+    from jobs.alerts import Alerter
     from jobs.views import JobPresenter
     from jobs.webhooks import WebhookStore
 
@@ -33,6 +34,7 @@ class WorkerDeps:
     http: httpx.AsyncClient | None = None
     webhooks: WebhookStore | None = None
     presenter: JobPresenter | None = None
+    alerter: Alerter | None = None
     claude_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(8))
     rng: random.Random = field(default_factory=random.Random)
     # job id -> the task running its attempt, so a fenced worker can stop them

@@ -24,6 +24,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from jobs import metrics
 from jobs.documents import Documents, analysis_key, user_prefix
 from jobs.errors import NotFound
 from jobs.records import PREFIX, JobStore, rfc3339
@@ -98,9 +99,12 @@ class MultipartUpload:
 
     async def _call(self, name: str, **kwargs: Any) -> Any:
         try:
-            return await getattr(self.storage.client, name)(**kwargs)
+            answer = await getattr(self.storage.client, name)(**kwargs)
         except (ClientError, BotoCoreError) as exc:
+            metrics.S3_OPERATIONS.labels(name, "error").inc()
             raise translate_s3_error(exc, f"{name} {self.key}") from exc
+        metrics.S3_OPERATIONS.labels(name, "ok").inc()
+        return answer
 
     async def put(self, data: bytes) -> None:
         number = len(self.parts) + 1
@@ -114,6 +118,7 @@ class MultipartUpload:
         )
         self.parts.append({"PartNumber": number, "ETag": answer["ETag"]})
         self.size += len(data)
+        metrics.S3_BYTES.labels("out").inc(len(data))
 
     async def drain(self, sink: PartSink, final: bool = False) -> None:
         """Upload full parts from the sink; with `final`, the rest too."""

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 from redis.asyncio import Redis
 
+from jobs import metrics
 from jobs.leases import workers_online
 from jobs.records import DLQ_OPEN_KEY, KINDS_KEY, now_ms, running_key, waiting_key
 from jobs.settings import Settings
@@ -77,3 +78,15 @@ async def queue_health(redis: Redis, settings: Settings) -> QueueHealth:
         problems=problems,
         by_kind=by_kind,
     )
+
+
+async def refresh_queue_gauges(redis: Redis, settings: Settings) -> None:
+    """Set the queue gauges from Redis."""
+    health = await queue_health(redis, settings)
+    for kind, counts in health.by_kind.items():
+        metrics.QUEUE_JOBS.labels(kind, "queued").set(counts.queued)
+        metrics.QUEUE_JOBS.labels(kind, "retrying").set(counts.retrying)
+        metrics.QUEUE_JOBS.labels(kind, "running").set(counts.running)
+    metrics.DEAD_LETTERS.set(health.dead_letters)
+    metrics.OLDEST_QUEUED_AGE.set(health.oldest_queued_age_seconds)
+    metrics.WORKERS_ONLINE.set(health.workers_online)

@@ -1,19 +1,39 @@
-"""Logging for API and worker: one JSON object per line on stderr."""
+"""Logging for API and worker: one JSON object per line on stderr.
+
+Each line carries the context it was logged in: the request id (set by the
+API for each request, and by the worker from the job's record, so the id of
+the POST that enqueued a job follows it into the worker), and the job id,
+kind, account and attempt while a job runs. Secrets are masked on the way out.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
+REQUEST_ID_VAR: ContextVar[str | None] = ContextVar("request_id", default=None)
+JOB_CONTEXT_VAR: ContextVar[dict[str, Any] | None] = ContextVar("job_context", default=None)
+
 # Attributes every LogRecord has; anything else was passed in `extra` and is logged as a field.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+_SECRETS = re.compile(
+    r"(whsec_[A-Za-z0-9+/=]{8,}|sk-ant-[A-Za-z0-9_-]{4,}|(?i:bearer)\s+[^\s\"',]+"
+    r"|(?i:x-api-key|authorization|secret|password)([\"']?\s*[:=]\s*[\"']?)[^\s\"',}]+)"
+)
+
+
+def mask_secrets(text: str) -> str:
+    """Replace anything that looks like a key, token or secret with a mask."""
+    return _SECRETS.sub(lambda m: m.group(0)[:6] + "[masked]", text)
 
 
 class JsonFormatter(logging.Formatter):
-    """Render a record as one JSON line with its `extra` fields."""
+    """Render a record as one JSON line with its context and `extra` fields."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -22,12 +42,16 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        request_id = REQUEST_ID_VAR.get()
+        if request_id:
+            entry["request_id"] = request_id
+        entry.update(JOB_CONTEXT_VAR.get() or {})
         for name, value in vars(record).items():
             if name not in _STANDARD and not name.startswith("_"):
                 entry[name] = value
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return mask_secrets(json.dumps(entry, default=str))
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -47,3 +71,4 @@ def configure_logging(level: str = "INFO") -> None:
         logger.propagate = True
     logging.getLogger("botocore").setLevel("WARNING")
     logging.getLogger("aiobotocore").setLevel("WARNING")
+    logging.getLogger("httpx").setLevel("WARNING")

@@ -34,6 +34,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from ulid import ULID
 
+from jobs import metrics
 from jobs.errors import Conflict, InvalidInput, NotFound
 from jobs.settings import Settings
 
@@ -321,6 +322,8 @@ class JobStore:
             raise Conflict(f"this dead letter was already replayed as {found}", replayed_as=found)
         if status == "not_dead":
             raise NotFound("no such dead letter")
+        if status == "created":
+            metrics.JOBS_ENQUEUED.labels(kind).inc()
         return Enqueued(job_id=found, replayed=status == "replayed")
 
     async def get(self, job_id: str) -> JobRecord | None:
@@ -509,6 +512,9 @@ class JobStore:
                 args=[job_id, worker, now_ms(), crash_cap, self.retention_s],
             )  # fmt: skip
             outcomes[job_id] = _text(answer) or ""
+            if outcomes[job_id] == "dead":
+                metrics.JOBS_FAILED.labels(kind).inc()
+                metrics.JOBS_DEAD_LETTERED.labels(kind).inc()
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.zrem(WORKERS_KEY, worker)
             pipe.delete(worker_jobs_key(worker))

@@ -20,8 +20,10 @@ from arq import Retry
 from arq.worker import Function, RetryJob, func
 from redis.asyncio import Redis
 
+from jobs import metrics
 from jobs.deps import WorkerDeps
 from jobs.errors import JobTimedOut
+from jobs.logs import JOB_CONTEXT_VAR, REQUEST_ID_VAR
 from jobs.records import Busy, JobRecord, JobState, JobStore, now_ms, record_key
 from jobs.retry import decide
 
@@ -115,12 +117,24 @@ async def run_attempt(ctx: WorkerContext, kind: JobKind, job_id: str) -> None:
     if started.state.finished:
         log.info("job %s is already %s; not running it", job_id, started.state.value)
         return
+    REQUEST_ID_VAR.set(started.request_id)
+    JOB_CONTEXT_VAR.set(
+        {"job_id": job_id, "kind": kind.name, "account": started.account,
+         "attempt": started.attempt}
+    )  # fmt: skip
+    metrics.JOBS_STARTED.labels(kind.name).inc()
+    if isinstance(ctx.get("score"), int):
+        metrics.JOB_QUEUE_WAIT_SECONDS.labels(kind.name).observe(
+            max(0.0, (now_ms() - ctx["score"]) / 1000)
+        )
     task = asyncio.current_task()
     assert task is not None
     deps.running[job_id] = task
+    clock = time.monotonic()
     try:
         await _supervise(deps, kind, started, owner)
     finally:
+        metrics.JOB_RUN_SECONDS.labels(kind.name).observe(time.monotonic() - clock)
         deps.running.pop(job_id, None)
         deps.fenced_jobs.discard(job_id)
 
@@ -173,6 +187,7 @@ async def _supervise(deps: WorkerDeps, kind: JobKind, record: JobRecord, owner: 
     )
     if not done_ok:
         _lost_lease(record)
+    metrics.JOBS_SUCCEEDED.labels(kind.name).inc()
     log.info(
         "job succeeded",
         extra={"job_id": record.id, "kind": kind.name, "seconds": time.monotonic() - clock},
@@ -193,7 +208,8 @@ async def _record_interruption(
     cancel_requested = await deps.redis.hexists(record_key(record.id), "cancel_requested_at")
     if cancel_requested:
         entry = _attempt_entry(record, started, "cancelled")
-        await deps.store.finish(record, JobState.CANCELLED, owner=owner, attempt_entry=entry)
+        if await deps.store.finish(record, JobState.CANCELLED, owner=owner, attempt_entry=entry):
+            metrics.JOBS_CANCELLED.labels(record.kind).inc()
         log.info("job %s cancelled by its client", record.id)
         return
     # Shutdown: hand the job back for another worker now, without spending a try.
@@ -229,6 +245,7 @@ async def _record_failure(
         )
         if not recorded:
             _lost_lease(record)
+        metrics.JOBS_RETRIED.labels(record.kind).inc()
         log.warning(
             "job attempt %d/%d failed, retrying in %.2fs: %s",
             record.attempt,
@@ -266,6 +283,8 @@ async def fail_job(
         traceback=traceback,
     )
     if done:
+        metrics.JOBS_FAILED.labels(record.kind).inc()
+        metrics.JOBS_DEAD_LETTERED.labels(record.kind).inc()
         log.critical(
             "DEAD LETTER: %s job %s failed for good after %d attempt(s): %s",
             record.kind,

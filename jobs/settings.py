@@ -106,6 +106,9 @@ class Settings(BaseSettings):
     secrets_key: SecretStr = SecretStr(DEV_SECRETS_KEY)
 
     # 0 turns the worker's metrics server off.
+    alert_webhook_url: str | None = None
+    alert_max_per_minute: int = Field(5, ge=1, le=1000)
+
     worker_metrics_port: int = Field(9100, ge=0, le=65535)
     worker_metrics_host: str = "127.0.0.1"
 
@@ -160,7 +163,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 
-    @field_validator("s3_endpoint_url", "anthropic_base_url")
+    @field_validator("s3_endpoint_url", "anthropic_base_url", "alert_webhook_url")
     @classmethod
     def _check_http_url(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):

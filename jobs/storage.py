@@ -10,6 +10,7 @@ import aioboto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from jobs import metrics
 from jobs.errors import NotFound, ServiceError, TransientError
 from jobs.settings import Settings
 
@@ -65,16 +66,23 @@ class Storage:
                 Bucket=self.bucket, Key=key, Body=data, ContentType=content_type
             )
         except (ClientError, BotoCoreError) as exc:
+            metrics.S3_OPERATIONS.labels("put_object", "error").inc()
             raise translate_s3_error(exc, f"put {key}") from exc
+        metrics.S3_OPERATIONS.labels("put_object", "ok").inc()
+        metrics.S3_BYTES.labels("out").inc(len(data))
 
     async def get_bytes(self, key: str) -> bytes:
         """Read one object whole; `NotFound` when it is missing."""
         try:
             answer = await self.client.get_object(Bucket=self.bucket, Key=key)
             async with answer["Body"] as body:
-                return await body.read()
+                data = await body.read()
         except (ClientError, BotoCoreError) as exc:
+            metrics.S3_OPERATIONS.labels("get_object", "error").inc()
             raise translate_s3_error(exc, f"get {key}") from exc
+        metrics.S3_OPERATIONS.labels("get_object", "ok").inc()
+        metrics.S3_BYTES.labels("in").inc(len(data))
+        return data
 
     async def delete(self, key: str) -> None:
         """Delete one object (no error when it is already gone)."""

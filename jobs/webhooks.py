@@ -34,9 +34,11 @@ from redis.asyncio import Redis
 from standardwebhooks import Webhook
 from ulid import ULID
 
+from jobs import metrics
 from jobs.crypto import SecretBox
 from jobs.errors import Conflict, InvalidInput
-from jobs.records import PREFIX, JobState, JobStore, now_ms, rfc3339, running_key, waiting_key
+from jobs.logs import JOB_CONTEXT_VAR, REQUEST_ID_VAR
+from jobs.records import PREFIX, JobRecord, JobState, now_ms, rfc3339, running_key, waiting_key
 from jobs.settings import Settings
 from jobs.ssrf import UnsafeURL, resolve_target
 from jobs.views import JobPresenter
@@ -250,6 +252,7 @@ class WebhookStore:
             )
             pipe.incr(f"{WH}disabled-total")
             await pipe.execute()
+        metrics.WEBHOOK_ENDPOINTS_DISABLED.inc()
         log.warning(
             "webhook endpoint %s disabled: %s",
             endpoint.id,
@@ -514,7 +517,16 @@ async def _deliver(deps: Any, delivery_id: str, attempt: int, manual: bool) -> N
         }  # fmt: skip
         await store.log_attempt(delivery, entry, "failed")
         return
+    REQUEST_ID_VAR.set(delivery.request_id)
+    JOB_CONTEXT_VAR.set({"delivery_id": delivery.id, "account": delivery.account,
+                         "endpoint_id": endpoint.id, "attempt": attempt})  # fmt: skip
     outcome = await attempt_delivery(deps.http, store, endpoint, delivery, attempt)
+    log.info("webhook attempt %d: %s", attempt, outcome.entry["error"] or "delivered",
+             extra={"status_code": outcome.entry["status_code"]})  # fmt: skip
+    kind = "succeeded" if outcome.success else "gone" if outcome.gone else "failed"
+    metrics.WEBHOOK_ATTEMPTS.labels(kind).inc()
+    if outcome.entry["latency_ms"] is not None:
+        metrics.WEBHOOK_LATENCY.observe(outcome.entry["latency_ms"] / 1000)
     if delivery.request_id:
         outcome.entry["request_id"] = delivery.request_id
     if outcome.success:
@@ -546,12 +558,9 @@ async def _deliver(deps: Any, delivery_id: str, attempt: int, manual: bool) -> N
     await store.schedule_attempt(delivery.id, attempt + 1, delay)
 
 
-async def publish_job_event(
-    store: WebhookStore, jobs: JobStore, presenter: JobPresenter, job_id: str
-) -> int:
+async def publish_job_event(store: WebhookStore, presenter: JobPresenter, record: JobRecord) -> int:
     """Publish `<kind>.completed` or `<kind>.failed` for a finished job, once."""
-    record = await jobs.get(job_id)
-    if record is None or record.kind not in EVENT_KINDS:
+    if record.kind not in EVENT_KINDS:
         return 0
     if record.state not in (JobState.SUCCEEDED, JobState.FAILED):
         return 0
@@ -566,7 +575,8 @@ async def publish_job_event(
 
 
 async def keep_publishing(deps: Any) -> None:
-    """Drain the outbox of finished jobs into webhook deliveries, until cancelled."""
+    """Drain the outbox of finished jobs into webhook deliveries (and dead letters into
+    failure alerts), until cancelled."""
     redis: Redis = deps.redis
     while True:
         processing = outbox_processing_key(deps.worker_id)
@@ -574,7 +584,11 @@ async def keep_publishing(deps: Any) -> None:
             member = await redis.blmove(OUTBOX_KEY, processing, 1, "LEFT", "RIGHT")
             if member is None:
                 continue
-            await publish_job_event(deps.webhooks, deps.store, deps.presenter, member.decode())
+            record = await deps.store.get(member.decode())
+            if record is not None:
+                await publish_job_event(deps.webhooks, deps.presenter, record)
+                if record.state == JobState.FAILED and deps.alerter is not None:
+                    await deps.alerter.dead_letter(record)
             await redis.lrem(processing, 1, member)
         except asyncio.CancelledError:
             raise

@@ -22,11 +22,13 @@ import httpx
 from arq.connections import RedisSettings
 from prometheus_client import start_http_server
 
+from jobs.alerts import Alerter
 from jobs.analysis import ANALYSIS, create_claude_client
 from jobs.canary import CANARY
 from jobs.clients import json_dumps, json_loads
 from jobs.deps import WorkerDeps
 from jobs.exports import EXPORT
+from jobs.health import refresh_queue_gauges
 from jobs.leases import keep_beating, keep_reaping
 from jobs.logs import configure_logging
 from jobs.reconciler import keep_reconciling
@@ -76,6 +78,7 @@ def _startup(settings: Settings, kinds: Sequence[JobKind]) -> Hook:
                 http=http,
                 webhooks=WebhookStore(ctx["redis"], settings),
                 presenter=JobPresenter(storage, settings),
+                alerter=Alerter(ctx["redis"], http, settings),
             )
             if settings.worker_metrics_port:
                 server, _ = start_http_server(
@@ -94,6 +97,7 @@ def _startup(settings: Settings, kinds: Sequence[JobKind]) -> Hook:
                     )
                 ),
                 asyncio.create_task(keep_publishing(deps)),
+                asyncio.create_task(keep_refreshing_gauges(deps.redis, settings)),
                 asyncio.create_task(
                     keep_reaping(
                         deps.store, settings.worker_lease_seconds, settings.worker_max_crashes
@@ -133,6 +137,18 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
             await stack.aclose()
     except Exception:
         log.exception("worker shutdown hook failed")
+
+
+async def keep_refreshing_gauges(redis: Any, settings: Settings) -> None:
+    """Keep the worker's queue gauges current for its metrics port."""
+    while True:
+        try:
+            await refresh_queue_gauges(redis, settings)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("queue gauges not refreshed", exc_info=True)
+        await asyncio.sleep(5)
 
 
 def worker_options(settings: Settings, kinds: Sequence[JobKind]) -> dict[str, Any]:
