@@ -18,6 +18,7 @@ from ulid import ULID
 from api.problems import document_problems, install_problem_handlers
 from api.routes import (
     canaries,
+    dashboard,
     deadletters,
     documents,
     exports,
@@ -97,6 +98,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for module in (health, documents, exports, jobs, webhooks, usage, deadletters, canaries):
         app.include_router(module.router)
+    app.include_router(dashboard.router)
+    dashboard.install_dashboard(app)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

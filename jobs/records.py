@@ -106,6 +106,7 @@ def fence_key(worker: str) -> str:
 
 WORKERS_KEY = f"{PREFIX}workers"
 ACTIVE_KEY = f"{PREFIX}active"
+ALL_JOBS_KEY = f"{PREFIX}jobs:all"
 ARQ_ABORT_KEY = "arq:abort"
 KINDS_KEY = f"{PREFIX}kinds"
 DLQ_KEY = f"{PREFIX}dlq"
@@ -525,6 +526,31 @@ class JobStore:
         """Workers whose heartbeat is older than one lease."""
         stale = await self.redis.zrangebyscore(WORKERS_KEY, "-inf", f"({time.time() - lease_s}")
         return [w.decode() for w in stale]
+
+    async def purge_dead_letter(self, record: JobRecord) -> None:
+        """Forget a dead letter for good (an operator's decision)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(record_key(record.id), attempts_key(record.id))
+            pipe.zrem(DLQ_KEY, record.id)
+            pipe.zrem(DLQ_OPEN_KEY, record.id)
+            await pipe.execute()
+
+    async def throughput(self, minutes: int = 60) -> list[dict[str, int]]:
+        """Jobs that succeeded and failed per minute, oldest first, ending now."""
+        current = now_ms() // 60000
+        window = list(range(current - minutes + 1, current + 1))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for minute in window:
+                pipe.hgetall(f"{PREFIX}stats:{minute}")
+            replies = await pipe.execute()
+        return [
+            {
+                "minute": minute * 60000,
+                "succeeded": int(reply.get(b"succeeded", 0)),
+                "failed": int(reply.get(b"failed", 0)),
+            }
+            for minute, reply in zip(window, replies, strict=True)
+        ]
 
     async def set_progress(self, job_id: str, progress: float, stage: str | None) -> None:
         """Store a running job's progress (0..1) and stage, and tell its watchers."""

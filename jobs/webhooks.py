@@ -52,6 +52,7 @@ KIND = "webhook"
 OUTBOX_KEY = f"{PREFIX}outbox"
 EXCERPT_BYTES = 2048
 WH = f"{PREFIX}wh:"
+ALL_ENDPOINTS_KEY = f"{WH}all"
 
 
 def endpoint_key(endpoint_id: str) -> str:
@@ -174,6 +175,7 @@ class WebhookStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(endpoint_key(endpoint_id), mapping=self._endpoint_fields(endpoint))
             pipe.zadd(account_endpoints_key(account), {endpoint_id: endpoint.created_at})
+            pipe.zadd(ALL_ENDPOINTS_KEY, {endpoint_id: endpoint.created_at})
             await pipe.execute()
         return endpoint, secret
 
@@ -218,6 +220,7 @@ class WebhookStore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(endpoint_key(endpoint.id))
             pipe.zrem(account_endpoints_key(endpoint.account), endpoint.id)
+            pipe.zrem(ALL_ENDPOINTS_KEY, endpoint.id)
             await pipe.execute()
 
     async def rotate_secret(self, endpoint: Endpoint) -> str:

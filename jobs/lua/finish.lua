@@ -52,6 +52,9 @@ redis.call('ZREM', KEYS[11], id)
 if state == 'succeeded' or state == 'failed' then
   -- The outbox: the webhook publisher turns this into an event.
   redis.call('RPUSH', 'lr:outbox', id)
+  local minute = 'lr:stats:' .. math.floor(tonumber(now) / 60000)
+  redis.call('HINCRBY', minute, state, 1)
+  redis.call('EXPIRE', minute, 7200)
 end
 if state == 'failed' then
   redis.call('ZADD', KEYS[6], now, id)

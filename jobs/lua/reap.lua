@@ -41,6 +41,9 @@ if crashes >= tonumber(ARGV[4]) or attempt >= max_attempts then
   redis.call('ZREM', KEYS[11], id)
   redis.call('PUBLISH', KEYS[1], 'failed')
   redis.call('RPUSH', 'lr:outbox', id)
+  local minute = 'lr:stats:' .. math.floor(tonumber(now) / 60000)
+  redis.call('HINCRBY', minute, 'failed', 1)
+  redis.call('EXPIRE', minute, 7200)
   return 'dead'
 end
 redis.call('HSET', KEYS[1], 'state', 'queued', 'next_attempt_at', '')

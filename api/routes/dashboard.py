@@ -1,0 +1,255 @@
+"""The operator dashboard: server-rendered pages for admin keys, a little JavaScript for
+live figures. Login sets a signed, HTTP-only session cookie; every form carries a CSRF
+token bound to the session."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from api.deps import JOB_ID_PATTERN, RedisDep, SettingsDep, StoreDep
+from api.sessions import COOKIE, SESSION_SECONDS, csrf_token, csrf_valid, new_session, session_valid
+from jobs.errors import Forbidden
+from jobs.health import queue_health
+from jobs.records import ALL_JOBS_KEY, DLQ_KEY, JobState, rfc3339
+from jobs.views import attempt_resource
+from jobs.webhooks import WebhookStore
+
+router = APIRouter(prefix="/dashboard", include_in_schema=False)
+templates = Jinja2Templates(directory=Path(__file__).resolve().parents[1] / "templates")
+templates.env.filters["time"] = rfc3339
+
+
+class LoginRequired(Exception):
+    """No valid session: send the browser to the login page."""
+
+
+def _session(request: Request, settings: SettingsDep) -> str:
+    token = request.cookies.get(COOKIE)
+    if not session_valid(settings, token):
+        raise LoginRequired()
+    return token or ""
+
+
+def _page(request: Request, name: str, session: str, **context: Any) -> HTMLResponse:
+    settings = request.app.state.settings
+    return templates.TemplateResponse(
+        request, name, {"csrf": csrf_token(settings, session), "page": name, **context}
+    )
+
+
+def _check_csrf(request: Request, session: str, token: str | None) -> None:
+    if not csrf_valid(request.app.state.settings, session, token):
+        raise Forbidden("the form is stale; reload the page", type="csrf_failed")
+
+
+def install_dashboard(app: Any) -> None:
+    """Register the login redirect for dashboard pages."""
+
+    @app.exception_handler(LoginRequired)
+    async def _to_login(request: Request, exc: LoginRequired) -> Response:
+        response = RedirectResponse("/dashboard/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/dashboard")
+        return response
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_form(request: Request) -> HTMLResponse:
+    return templates.TemplateResponse(request, "login.html", {"error": None})
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(
+    request: Request, settings: SettingsDep, key: Annotated[str, Form(max_length=512)] = ""
+) -> Response:
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    admin = False
+    for known in settings.admin_key_digests:
+        if hmac.compare_digest(known, digest):
+            admin = True
+    if not admin:
+        return templates.TemplateResponse(
+            request, "login.html", {"error": "That is not an operator key."}, status_code=401
+        )
+    response = RedirectResponse("/dashboard", status_code=303)
+    response.set_cookie(
+        COOKIE,
+        new_session(settings),
+        max_age=SESSION_SECONDS,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/dashboard",
+    )
+    return response
+
+
+@router.post("/logout")
+async def logout() -> Response:
+    response = RedirectResponse("/dashboard/login", status_code=303)
+    response.delete_cookie(COOKIE, path="/dashboard")
+    return response
+
+
+async def _summary(redis: Any, settings: Any, store: Any) -> dict[str, Any]:
+    health = (await queue_health(redis, settings)).as_dict()
+    return {"health": health, "throughput": await store.throughput(60)}
+
+
+@router.get("", response_class=HTMLResponse)
+async def overview(
+    request: Request, settings: SettingsDep, redis: RedisDep, store: StoreDep
+) -> HTMLResponse:
+    session = _session(request, settings)
+    summary = await _summary(redis, settings, store)
+    failed = await store.list(DLQ_KEY, limit=5)
+    return _page(request, "overview.html", session, **summary, failures=failed.items)
+
+
+@router.get("/summary.json")
+async def summary(
+    request: Request, settings: SettingsDep, redis: RedisDep, store: StoreDep
+) -> JSONResponse:
+    _session(request, settings)
+    return JSONResponse(await _summary(redis, settings, store))
+
+
+@router.get("/jobs", response_class=HTMLResponse)
+async def jobs_page(
+    request: Request,
+    settings: SettingsDep,
+    store: StoreDep,
+    q: Annotated[str, Query(max_length=64)] = "",
+    state: Annotated[str, Query(max_length=16)] = "",
+    kind: Annotated[str, Query(max_length=64)] = "",
+    account: Annotated[str, Query(max_length=64)] = "",
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> HTMLResponse:
+    session = _session(request, settings)
+    if q and JOB_ID_PATTERN.match(q.strip()):
+        found = await store.get(q.strip())
+        items, next_cursor = ([found] if found else []), None
+    else:
+        page = await store.list(
+            ALL_JOBS_KEY,
+            limit=50,
+            cursor=cursor,
+            state=state if state in {s.value for s in JobState} else None,
+            kind=kind or None,
+            account=account or q or None,
+        )
+        items, next_cursor = page.items, page.next_cursor
+    filters = {"q": q, "state": state, "kind": kind, "account": account}
+    return _page(request, "jobs.html", session, jobs=items, next_cursor=next_cursor, **filters)
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+async def job_page(
+    request: Request, job_id: str, settings: SettingsDep, store: StoreDep
+) -> HTMLResponse:
+    session = _session(request, settings)
+    record = await store.get(job_id) if JOB_ID_PATTERN.match(job_id) else None
+    if record is None:
+        return _page(request, "missing.html", session, what=f"job {job_id[:64]}")
+    attempts = [attempt_resource(a) for a in reversed(record.attempts)]
+    return _page(request, "job.html", session, job=record, attempts=attempts)
+
+
+@router.get("/dead-letters", response_class=HTMLResponse)
+async def dead_letters_page(
+    request: Request,
+    settings: SettingsDep,
+    store: StoreDep,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> HTMLResponse:
+    session = _session(request, settings)
+    page = await store.list(DLQ_KEY, limit=50, cursor=cursor)
+    return _page(
+        request, "dead_letters.html", session, dead=page.items, next_cursor=page.next_cursor
+    )
+
+
+@router.post("/dead-letters/{job_id}/replay")
+async def replay(
+    request: Request,
+    job_id: str,
+    settings: SettingsDep,
+    store: StoreDep,
+    csrf: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    session = _session(request, settings)
+    _check_csrf(request, session, csrf)
+    record = await store.get(job_id) if JOB_ID_PATTERN.match(job_id) else None
+    if record is None or record.state != JobState.FAILED:
+        return RedirectResponse("/dashboard/dead-letters", status_code=303)
+    enqueued = await store.create(
+        kind=record.kind, account=record.account, args=record.args, replay_of=record.id
+    )
+    return RedirectResponse(f"/dashboard/jobs/{enqueued.job_id}", status_code=303)
+
+
+@router.post("/dead-letters/{job_id}/purge")
+async def purge(
+    request: Request,
+    job_id: str,
+    settings: SettingsDep,
+    store: StoreDep,
+    csrf: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    session = _session(request, settings)
+    _check_csrf(request, session, csrf)
+    record = await store.get(job_id) if JOB_ID_PATTERN.match(job_id) else None
+    if record is not None and record.state == JobState.FAILED:
+        await store.purge_dead_letter(record)
+    return RedirectResponse("/dashboard/dead-letters", status_code=303)
+
+
+def _webhooks(request: Request) -> WebhookStore:
+    return request.app.state.webhooks
+
+
+@router.get("/webhooks", response_class=HTMLResponse)
+async def webhooks_page(request: Request, settings: SettingsDep) -> HTMLResponse:
+    session = _session(request, settings)
+    endpoints = await _webhooks(request).list_endpoints(None)
+    return _page(request, "webhooks.html", session, endpoints=endpoints)
+
+
+@router.get("/webhooks/{endpoint_id}", response_class=HTMLResponse)
+async def webhook_page(request: Request, endpoint_id: str, settings: SettingsDep) -> HTMLResponse:
+    session = _session(request, settings)
+    store = _webhooks(request)
+    endpoint = await store.get_endpoint(endpoint_id[:64])
+    if endpoint is None:
+        return _page(request, "missing.html", session, what=f"endpoint {endpoint_id[:64]}")
+    deliveries, _ = await store.list_deliveries(endpoint.id, 50, None)
+    return _page(
+        request,
+        "webhook.html",
+        session,
+        endpoint=endpoint,
+        deliveries=[d.public() for d in deliveries],
+    )
+
+
+@router.post("/deliveries/{delivery_id}/retry")
+async def retry_delivery(
+    request: Request,
+    delivery_id: str,
+    settings: SettingsDep,
+    csrf: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    session = _session(request, settings)
+    _check_csrf(request, session, csrf)
+    store = _webhooks(request)
+    delivery = await store.get_delivery(delivery_id[:64])
+    if delivery is None:
+        return RedirectResponse("/dashboard/webhooks", status_code=303)
+    await store.retry_delivery(delivery)
+    return RedirectResponse(f"/dashboard/webhooks/{delivery.endpoint_id}", status_code=303)

@@ -1,0 +1,129 @@
+"""The operator dashboard in a real browser (Debian's Chromium, driven by Playwright)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import async_playwright, expect
+
+from api.sessions import COOKIE, new_session
+from jobs.records import JobStore
+from tests.conftest import ADMIN_KEY, eventually, running_worker
+from tests.support.api_server import ApiServer
+from tests.support.kinds import BROKEN_FLAG
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+CHROMIUM = os.environ.get("CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+def api(settings, tmp_path):
+    server = ApiServer(settings, tmp_path / "api.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def chromium() -> str:
+    assert Path(CHROMIUM).exists(), "Chromium is missing: apt-get install -y chromium"
+    return CHROMIUM
+
+
+@pytest.fixture
+async def page(chromium):
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium, args=FLAGS)
+        context = await browser.new_context(viewport={"width": 1280, "height": 800})
+        yield await context.new_page()
+        await browser.close()
+
+
+async def log_in(page, api) -> None:
+    await page.goto(f"{api.url}/dashboard")
+    await expect(page).to_have_url(f"{api.url}/dashboard/login")
+    await page.fill("#key", ADMIN_KEY)
+    await page.click("button[type=submit]")
+    await expect(page).to_have_url(f"{api.url}/dashboard")
+
+
+async def test_operator_logs_in_watches_the_queue_inspects_a_failure_and_replays_it(
+    settings, redis, api, page
+):
+    store = JobStore(redis, settings)
+    await page.goto(f"{api.url}/dashboard/login")
+    await page.fill("#key", "not-an-operator-key")
+    await page.click("button[type=submit]")
+    await expect(page.locator("#error")).to_contain_text("not an operator key")
+
+    await log_in(page, api)
+    cookie = next(c for c in await page.context.cookies() if c["name"] == COOKIE)
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    await expect(page.locator("#fig-queued")).to_have_text("0")
+    for _ in range(3):
+        await store.create(kind="test.sleepy", account="acme", args={"seconds": 0.1})
+    await expect(page.locator("#fig-queued")).to_have_text("3", timeout=15000)
+
+    await redis.set(BROKEN_FLAG, 1)
+    failed = (await store.create(kind="test.broken", account="acme", args={"doc": 7})).job_id
+    async with running_worker(settings):
+        await eventually(lambda: _state(store, failed, "failed"))
+        await page.goto(f"{api.url}/dashboard/dead-letters")
+        await expect(page.locator(f"#dead-{failed}")).to_contain_text("bad_document")
+        await page.screenshot(path=str(DOCS / "dashboard-dead-letters.png"), full_page=True)
+        await page.click(f"#dead-{failed} a")
+        await expect(page.locator("#error")).to_contain_text("the input cannot be processed")
+        await expect(page.locator("#traceback")).to_contain_text("InvalidInput")
+        await page.screenshot(path=str(DOCS / "dashboard-job.png"), full_page=True)
+
+        await redis.delete(BROKEN_FLAG)  # the bug is fixed
+        await page.click("#replay")
+        await expect(page).not_to_have_url(f"{api.url}/dashboard/jobs/{failed}")
+        replay_id = page.url.rsplit("/", 1)[1]
+        replay = await eventually(lambda: _state(store, replay_id, "succeeded"))
+        assert replay.replay_of == failed
+        await page.reload()
+        await expect(page.locator("#state")).to_have_text("succeeded")
+
+    await page.goto(f"{api.url}/dashboard/jobs?state=succeeded")
+    await expect(page.locator("table")).to_contain_text(replay_id)
+    await page.screenshot(path=str(DOCS / "dashboard-jobs.png"), full_page=True)
+    await page.goto(f"{api.url}/dashboard")
+    await page.wait_for_function(
+        "[...document.querySelectorAll('#chart rect')].some(r => +r.getAttribute('height') > 0)"
+    )
+    await page.screenshot(path=str(DOCS / "dashboard-overview.png"), full_page=True)
+
+
+async def _state(store, job_id, state):
+    job = await store.get(job_id)
+    return job if job and job.state == state else None
+
+
+async def test_forged_or_expired_cookies_and_missing_csrf_are_refused(settings, api, redis):
+    forged = new_session(settings).rsplit(".", 1)[0] + ".AAAA"
+    expired = new_session(settings, now=0)
+    async with httpx.AsyncClient(base_url=api.url) as http:
+        for token in ("", forged, expired, "admin.9999999999"):
+            answer = await http.get("/dashboard", cookies={COOKIE: token})
+            assert answer.status_code == 303 and answer.headers["location"] == "/dashboard/login"
+        good = {COOKIE: new_session(settings)}
+        assert (await http.get("/dashboard", cookies=good)).status_code == 200
+        store = JobStore(redis, settings)
+        job = (await store.create(kind="test.flaky", account="acme", args={})).job_id
+        no_csrf = await http.post(f"/dashboard/dead-letters/{job}/purge", cookies=good)
+        assert no_csrf.status_code >= 400 and no_csrf.status_code < 500
+        assert (await store.get(job)) is not None
