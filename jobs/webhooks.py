@@ -208,10 +208,10 @@ class WebhookStore:
             failing_since=int(h["failing_since"]) if h.get("failing_since") else None,
         )
 
-    async def list_endpoints(self, account: str) -> list[Endpoint]:
-        ids = [
-            m.decode() for m in await self.redis.zrevrange(account_endpoints_key(account), 0, 999)
-        ]
+    async def list_endpoints(self, account: str | None) -> list[Endpoint]:
+        """An account's endpoints, newest first (every account's with None)."""
+        index = account_endpoints_key(account) if account else ALL_ENDPOINTS_KEY
+        ids = [m.decode() for m in await self.redis.zrevrange(index, 0, 999)]
         found = [await self.get_endpoint(i) for i in ids]
         return [e for e in found if e is not None]
 

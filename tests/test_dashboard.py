@@ -127,3 +127,39 @@ async def test_forged_or_expired_cookies_and_missing_csrf_are_refused(settings, 
         no_csrf = await http.post(f"/dashboard/dead-letters/{job}/purge", cookies=good)
         assert no_csrf.status_code >= 400 and no_csrf.status_code < 500
         assert (await store.get(job)) is not None
+
+
+async def test_webhook_pages_show_delivery_logs_and_retry_a_delivery(settings, api, page):
+    from jobs.webhooks import WebhookStore
+    from tests.support.receiver import Receiver
+
+    receiver = Receiver().start()
+    hooked = settings.model_copy(update={"webhook_allow_private_networks": True})
+    webhooks = WebhookStore(await _redis(settings), hooked)
+    try:
+        endpoint, _ = await webhooks.create_endpoint("acme", receiver.url, ["export.completed"])
+        receiver.script("500")
+        await webhooks.publish("acme", "export.completed", "evt_dash", {"n": 1})
+        async with running_worker(hooked):
+            await eventually(lambda: _received(receiver, 1))
+            await log_in(page, api)
+            await page.goto(f"{api.url}/dashboard/webhooks")
+            await page.click(f"text={endpoint.id}")
+            await expect(page.locator("table")).to_contain_text("500")
+            await page.click("button:has-text('Retry')")
+            await eventually(lambda: _received(receiver, 2))
+            await page.reload()
+            await expect(page.locator("table")).to_contain_text("200")
+            await page.screenshot(path=str(DOCS / "dashboard-webhook.png"), full_page=True)
+    finally:
+        receiver.stop()
+
+
+async def _redis(settings):
+    from redis.asyncio import Redis
+
+    return Redis.from_url(settings.redis_url)
+
+
+async def _received(receiver, n) -> bool:
+    return len(receiver.received) >= n
