@@ -18,7 +18,6 @@ worker subprocesses. Tests script its answers in order with `script(...)`:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import threading
 import time
@@ -26,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ulid import ULID
+
+from tests.support.threaded import ThreadedServer
 
 ERRORS = {
     400: "invalid_request_error",
@@ -53,8 +54,7 @@ class FakeAnthropic:
     _generation: int = 0
     _script: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _loop: asyncio.AbstractEventLoop | None = None
-    _server: asyncio.Server | None = None
+    _runner: ThreadedServer | None = None
 
     @property
     def url(self) -> str:
@@ -76,29 +76,13 @@ class FakeAnthropic:
             self._generation += 1
 
     def start(self) -> FakeAnthropic:
-        ready = threading.Event()
-
-        def serve() -> None:
-            self._loop = asyncio.new_event_loop()
-
-            async def main() -> None:
-                self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-                self.port = self._server.sockets[0].getsockname()[1]
-                ready.set()
-                async with self._server:
-                    await self._server.serve_forever()
-
-            with contextlib.suppress(asyncio.CancelledError):
-                self._loop.run_until_complete(main())
-
-        threading.Thread(target=serve, daemon=True, name="fake-anthropic").start()
-        if not ready.wait(10):
-            raise RuntimeError("the fake Anthropic server did not start")
+        self._runner = ThreadedServer(self._handle, self.port, "fake-anthropic")
+        self.port = self._runner.start()
         return self
 
     def stop(self) -> None:
-        if self._loop and self._server:
-            self._loop.call_soon_threadsafe(self._server.close)
+        if self._runner is not None:
+            self._runner.stop()
 
     def _next_answer(self) -> str:
         with self._lock:

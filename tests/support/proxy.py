@@ -7,9 +7,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import threading
 from dataclasses import dataclass, field
+
+from tests.support.threaded import ThreadedServer
 
 
 @dataclass
@@ -19,7 +19,7 @@ class Proxy:
     down: bool = False
     delay_s: float = 0.0
     _loop: asyncio.AbstractEventLoop | None = None
-    _server: asyncio.Server | None = None
+    _runner: ThreadedServer | None = None
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
     @property
@@ -27,24 +27,9 @@ class Proxy:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Proxy:
-        ready = threading.Event()
-
-        def serve() -> None:
-            self._loop = asyncio.new_event_loop()
-
-            async def main() -> None:
-                self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-                self.port = self._server.sockets[0].getsockname()[1]
-                ready.set()
-                async with self._server:
-                    await self._server.serve_forever()
-
-            with contextlib.suppress(asyncio.CancelledError):
-                self._loop.run_until_complete(main())
-
-        threading.Thread(target=serve, daemon=True, name="proxy").start()
-        if not ready.wait(10):
-            raise RuntimeError("the proxy did not start")
+        self._runner = ThreadedServer(self._handle, self.port, "proxy")
+        self.port = self._runner.start()
+        self._loop = self._runner.loop
         return self
 
     def set_down(self, down: bool) -> None:
@@ -58,8 +43,8 @@ class Proxy:
             writer.close()
 
     def stop(self) -> None:
-        if self._loop and self._server:
-            self._loop.call_soon_threadsafe(self._server.close)
+        if self._runner is not None:
+            self._runner.stop()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.down:

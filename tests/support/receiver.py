@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
@@ -22,6 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from svix.webhooks import Webhook as SvixWebhook
+
+from tests.support.threaded import ThreadedServer
 
 
 def standard_webhooks_valid(secret: str, headers: dict[str, str], body: bytes) -> bool:
@@ -40,8 +41,7 @@ class Receiver:
     received: list[dict[str, Any]] = field(default_factory=list)
     _script: list[str] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _loop: asyncio.AbstractEventLoop | None = None
-    _server: asyncio.Server | None = None
+    _runner: ThreadedServer | None = None
 
     @property
     def url(self) -> str:
@@ -66,29 +66,13 @@ class Receiver:
         return results
 
     def start(self) -> Receiver:
-        ready = threading.Event()
-
-        def serve() -> None:
-            self._loop = asyncio.new_event_loop()
-
-            async def main() -> None:
-                self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-                self.port = self._server.sockets[0].getsockname()[1]
-                ready.set()
-                async with self._server:
-                    await self._server.serve_forever()
-
-            with contextlib.suppress(asyncio.CancelledError):
-                self._loop.run_until_complete(main())
-
-        threading.Thread(target=serve, daemon=True, name="webhook-receiver").start()
-        if not ready.wait(10):
-            raise RuntimeError("the webhook receiver did not start")
+        self._runner = ThreadedServer(self._handle, self.port, "webhook-receiver")
+        self.port = self._runner.start()
         return self
 
     def stop(self) -> None:
-        if self._loop and self._server:
-            self._loop.call_soon_threadsafe(self._server.close)
+        if self._runner is not None:
+            self._runner.stop()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -1,0 +1,48 @@
+"""Run an asyncio TCP server on its own loop in a thread, so tests and worker
+subprocesses can reach it while the test's own loop does other work."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Awaitable, Callable
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class ThreadedServer:
+    """A TCP server on 127.0.0.1 (a free port when `port` is 0), served from a thread."""
+
+    def __init__(self, handler: Handler, port: int = 0, name: str = "test-server") -> None:
+        self.handler = handler
+        self.port = port
+        self.name = name
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.Server | None = None
+
+    def start(self) -> int:
+        """Start serving; returns the port."""
+        ready = threading.Event()
+
+        def serve() -> None:
+            self.loop = asyncio.new_event_loop()
+
+            async def main() -> None:
+                self._server = await asyncio.start_server(self.handler, "127.0.0.1", self.port)
+                self.port = self._server.sockets[0].getsockname()[1]
+                ready.set()
+                async with self._server:
+                    await self._server.serve_forever()
+
+            with contextlib.suppress(asyncio.CancelledError):
+                self.loop.run_until_complete(main())
+
+        threading.Thread(target=serve, daemon=True, name=self.name).start()
+        if not ready.wait(10):
+            raise RuntimeError(f"{self.name} did not start")
+        return self.port
+
+    def stop(self) -> None:
+        if self.loop and self._server:
+            self.loop.call_soon_threadsafe(self._server.close)
