@@ -20,6 +20,7 @@ def api_url(settings, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_schemathesis_finds_no_5xx_and_no_schema_violation(api_url):
     # A schema-valid cursor or upload can still be refused (a cursor this API never handed
     # out, a file that is not UTF-8): a correct 422, so that check is left out, and so is
@@ -29,8 +30,8 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(api_url):
          "-H", f"Authorization: Bearer {ACME_KEY}", "--checks", "all",
          "--exclude-checks",
          "positive_data_acceptance,unsupported_method,allow_header_conformance",
-         "--max-examples", "25", "--seed", "20261125", "--no-color"],
-        capture_output=True, text=True, timeout=600,
+         "--max-examples", "15", "--seed", "20261125", "--no-color"],
+        capture_output=True, text=True, timeout=800,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert "Tested: " in done.stdout
