@@ -17,8 +17,8 @@ import asyncio
 import gzip
 import hashlib
 import json
-import zipfile
-from collections.abc import AsyncIterator
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,6 +30,7 @@ from jobs.errors import NotFound
 from jobs.records import PREFIX, JobStore, rfc3339
 from jobs.runner import JobKind, JobRun
 from jobs.storage import Storage, translate_s3_error
+from jobs.zipstream import ZipStream
 
 FORMATS = {
     "zip": ("zip", "application/zip"),
@@ -268,31 +269,33 @@ async def _write_archive(
     documents = Documents(deps.redis, deps.storage, deps.settings.max_document_bytes)
     sink = PartSink()
     count = 0
-    manifest: list[dict[str, Any]] = []
     entries = _entries(deps.storage, documents, deps.store, run.account, user_id)
     if fmt == "zip":
-        with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:  # type: ignore[arg-type]
+        archive = ZipStream(sink.write)
+        # The manifest's entries wait on disk, not in memory, until the end.
+        with tempfile.TemporaryFile() as manifest:
             async for entry in entries:
                 data = json.dumps(entry, ensure_ascii=False).encode()
                 path = f"documents/{entry['id']}.json"
-                archive.writestr(path, data)
-                manifest.append(
-                    {"id": entry["id"], "path": path,
-                     "sha256": hashlib.sha256(data).hexdigest(), "size_bytes": len(data)}
-                )  # fmt: skip
+                archive.add(path, data)
+                digest = hashlib.sha256(data).hexdigest()
+                item = {"id": entry["id"], "path": path, "sha256": digest, "size_bytes": len(data)}
+                manifest.write((b"," if count else b"") + json.dumps(item).encode())
                 count += 1
                 await upload.drain(sink)
                 if count % 50 == 0 or count == total:
                     await run.progress(count / max(total, 1), f"{count}/{total} documents")
-            archive.writestr(
-                "manifest.json",
-                json.dumps(
-                    {"job_id": run.job_id, "user_id": user_id,
-                     "created_at": rfc3339(run.record.created_at), "format": fmt,
-                     "count": count, "entries": manifest},
-                    indent=1,
-                ),
-            )  # fmt: skip
+            head = {
+                "job_id": run.job_id,
+                "user_id": user_id,
+                "created_at": rfc3339(run.record.created_at),
+                "format": fmt,
+                "count": count,
+            }
+            manifest.seek(0)
+            archive.add_chunks("manifest.json", _manifest_chunks(head, manifest))
+            await upload.drain(sink)
+            archive.close()
     else:
         with gzip.GzipFile(fileobj=sink, mode="wb") as lines:  # type: ignore[arg-type]
             async for entry in entries:
@@ -303,6 +306,13 @@ async def _write_archive(
                     await run.progress(count / max(total, 1), f"{count}/{total} documents")
     await upload.drain(sink, final=True)
     return count
+
+
+def _manifest_chunks(head: dict[str, Any], entries: Any) -> Iterator[bytes]:
+    yield json.dumps(head).encode()[:-1] + b', "entries": ['
+    while chunk := entries.read(1024 * 1024):
+        yield chunk
+    yield b"]}"
 
 
 async def export_view(storage: Storage, ttl_s: int, result: dict[str, Any]) -> dict[str, Any]:
