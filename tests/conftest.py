@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
@@ -119,6 +120,11 @@ async def running_worker(
     try:
         yield worker
     finally:
+        # Stop the jobs first: a job task cancelled before arq's own handler catches it
+        # would make `close()` re-raise its CancelledError and skip `on_shutdown`.
+        worker.handle_sig(signal.SIGUSR1)
+        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+        worker.tasks.clear()
         await worker.close()
         task.cancel()
         with suppress(asyncio.CancelledError):
