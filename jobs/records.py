@@ -527,6 +527,22 @@ class JobStore:
         stale = await self.redis.zrangebyscore(WORKERS_KEY, "-inf", f"({time.time() - lease_s}")
         return [w.decode() for w in stale]
 
+    async def get_dead_letter(self, job_id: str) -> JobRecord | None:
+        """The record of a job that failed for good, or None."""
+        record = await self.get(job_id)
+        return record if record is not None and record.state == JobState.FAILED else None
+
+    async def replay(self, record: JobRecord, request_id: str | None = None) -> Enqueued:
+        """Run a dead letter again as a new job of the same account, linked by `replay_of`;
+        `Conflict` when it was already replayed."""
+        return await self.create(
+            kind=record.kind,
+            account=record.account,
+            args=record.args,
+            replay_of=record.id,
+            request_id=request_id,
+        )
+
     async def purge_dead_letter(self, record: JobRecord) -> None:
         """Forget a dead letter for good (an operator's decision)."""
         async with self.redis.pipeline(transaction=True) as pipe:

@@ -17,7 +17,7 @@ from api.deps import JOB_ID_PATTERN, RedisDep, SettingsDep, StoreDep
 from api.sessions import COOKIE, SESSION_SECONDS, csrf_token, csrf_valid, new_session, session_valid
 from jobs.errors import Forbidden
 from jobs.health import queue_health
-from jobs.records import ALL_JOBS_KEY, DLQ_KEY, JobState, rfc3339
+from jobs.records import ALL_JOBS_KEY, DLQ_KEY, JobRecord, JobState, rfc3339
 from jobs.views import attempt_resource
 from jobs.webhooks import WebhookStore
 
@@ -175,6 +175,14 @@ async def dead_letters_page(
     )
 
 
+async def _posted_dead_letter(
+    request: Request, settings: Any, store: Any, job_id: str, csrf: str
+) -> JobRecord | None:
+    """For a form post on a dead letter: check the session and CSRF token, find it."""
+    _check_csrf(request, _session(request, settings), csrf)
+    return await store.get_dead_letter(job_id) if JOB_ID_PATTERN.match(job_id) else None
+
+
 @router.post("/dead-letters/{job_id}/replay")
 async def replay(
     request: Request,
@@ -183,14 +191,10 @@ async def replay(
     store: StoreDep,
     csrf: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
-    session = _session(request, settings)
-    _check_csrf(request, session, csrf)
-    record = await store.get(job_id) if JOB_ID_PATTERN.match(job_id) else None
-    if record is None or record.state != JobState.FAILED:
+    record = await _posted_dead_letter(request, settings, store, job_id, csrf)
+    if record is None:
         return RedirectResponse("/dashboard/dead-letters", status_code=303)
-    enqueued = await store.create(
-        kind=record.kind, account=record.account, args=record.args, replay_of=record.id
-    )
+    enqueued = await store.replay(record)
     return RedirectResponse(f"/dashboard/jobs/{enqueued.job_id}", status_code=303)
 
 
@@ -202,10 +206,8 @@ async def purge(
     store: StoreDep,
     csrf: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
-    session = _session(request, settings)
-    _check_csrf(request, session, csrf)
-    record = await store.get(job_id) if JOB_ID_PATTERN.match(job_id) else None
-    if record is not None and record.state == JobState.FAILED:
+    record = await _posted_dead_letter(request, settings, store, job_id, csrf)
+    if record is not None:
         await store.purge_dead_letter(record)
     return RedirectResponse("/dashboard/dead-letters", status_code=303)
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from api.deps import JOB_ID_PATTERN, AdminDep, PresenterDep, StoreDep
 from api.schemas import JobPublic, Page, accepted, attempt_resource, rfc3339
 from jobs.errors import NotFound
-from jobs.records import DLQ_KEY, JobRecord, JobState
+from jobs.records import DLQ_KEY, JobRecord
 
 router = APIRouter(prefix="/v1/dead-letters", tags=["dead letters"])
 
@@ -49,8 +49,8 @@ def dead_letter_public(record: JobRecord) -> DeadLetterPublic:
 
 
 async def _dead_letter(job_id: str, store: StoreDep) -> JobRecord:
-    record = await store.get(job_id) if JOB_ID_PATTERN.match(job_id) else None
-    if record is None or record.state != JobState.FAILED:
+    record = await store.get_dead_letter(job_id) if JOB_ID_PATTERN.match(job_id) else None
+    if record is None:
         raise NotFound("no such dead letter")
     return record
 
@@ -92,11 +92,5 @@ async def replay_dead_letter(
     """Run a dead job again as a new job of the same account (`replay_of` links them); 409
     when it was already replayed."""
     record = await _dead_letter(job_id, store)
-    enqueued = await store.create(
-        kind=record.kind,
-        account=record.account,
-        args=record.args,
-        replay_of=record.id,
-        request_id=request.state.request_id,
-    )
+    enqueued = await store.replay(record, request.state.request_id)
     return await accepted(store, presenter, enqueued)
