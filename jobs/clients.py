@@ -9,8 +9,18 @@ import json
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobs.settings import Settings
+
+# Connection refused, reset, or `LOADING` (BusyLoadingError is a ConnectionError) and timeouts.
+REDIS_RETRY_ON: list[type[Exception]] = [RedisConnectionError, RedisTimeoutError]
+# redis-py retries a refused connect only when its Retry lists the raw OSError as well.
+_RETRY_CONNECT_ON = (*REDIS_RETRY_ON, OSError)
+_BACKOFF_BASE_S, _BACKOFF_CAP_S = 0.05, 1.0
 
 
 def json_dumps(value: Any) -> bytes:
@@ -23,13 +33,29 @@ def json_loads(raw: bytes) -> Any:
     return json.loads(raw)
 
 
+def redis_retry(settings: Settings) -> Retry:
+    """Retry a Redis command for about `REDIS_RETRY_SECONDS` while Redis is unreachable.
+
+    Without it, a Redis restart fails every request in flight and makes arq's poll loop
+    raise, which ends the worker process.
+    """
+    ramp, waited, retries = 1, 0.0, 0
+    while waited < settings.redis_retry_seconds:
+        waited += min(_BACKOFF_CAP_S, _BACKOFF_BASE_S * 2**ramp)
+        ramp, retries = ramp + 1, retries + 1
+    return Retry(
+        ExponentialBackoff(cap=_BACKOFF_CAP_S, base=_BACKOFF_BASE_S), retries, _RETRY_CONNECT_ON
+    )
+
+
 def create_redis(settings: Settings) -> Redis:
-    """A Redis connection pool with timeouts, so a dead server fails fast instead of hanging."""
+    """A Redis connection pool with timeouts, riding out a restart for `REDIS_RETRY_SECONDS`."""
     return Redis.from_url(
         settings.redis_url,
         socket_connect_timeout=5,
         socket_timeout=10,
         health_check_interval=15,
-        retry_on_timeout=True,
+        retry=redis_retry(settings),
+        retry_on_error=list(REDIS_RETRY_ON),
         max_connections=200,
     )

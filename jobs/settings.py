@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # How long a command is retried while Redis is unreachable or still loading its AOF (a
+    # restart, a failover) before the caller sees the error.
+    redis_retry_seconds: float = Field(20.0, ge=0, le=600)
     queue_name: str = "arq:queue"
 
     s3_endpoint_url: str | None = None

@@ -16,6 +16,7 @@ import secrets
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -25,7 +26,7 @@ from prometheus_client import start_http_server
 from jobs.alerts import Alerter
 from jobs.analysis import ANALYSIS, create_claude_client
 from jobs.canary import CANARY
-from jobs.clients import json_dumps, json_loads
+from jobs.clients import REDIS_RETRY_ON, json_dumps, json_loads, redis_retry
 from jobs.deps import WorkerDeps
 from jobs.exports import EXPORT
 from jobs.health import refresh_queue_gauges
@@ -155,7 +156,11 @@ def worker_options(settings: Settings, kinds: Sequence[JobKind]) -> dict[str, An
     """arq Worker arguments for these settings and job kinds."""
     return {
         "functions": [arq_function(kind) for kind in kinds] + [deliver_function()],
-        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "redis_settings": replace(
+            RedisSettings.from_dsn(settings.redis_url),
+            retry=redis_retry(settings),
+            retry_on_error=list(REDIS_RETRY_ON),
+        ),
         "queue_name": settings.queue_name,
         "on_startup": _startup(settings, kinds),
         "on_shutdown": on_shutdown,

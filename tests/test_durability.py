@@ -7,10 +7,12 @@ import signal
 import time
 
 import pytest
+from redis.asyncio import Redis
 
 from jobs.records import JobStore
-from tests.conftest import ADMIN, eventually, running_worker
+from tests.conftest import ACME, ADMIN, api_client, eventually, make_settings, running_worker
 from tests.support.processes import kill, start_worker
+from tests.support.services import RedisServer
 
 pytestmark = pytest.mark.slow
 
@@ -188,3 +190,32 @@ async def test_job_running_longer_than_several_leases_is_never_taken_by_another_
         job = await eventually(lambda: _final(store, job_id), timeout=30)
     assert job.state == "succeeded" and job.attempt == 1 and job.crashes == 0
     assert len(await marks(redis, "started", job_id)) == 1
+
+
+async def test_worker_and_api_ride_out_a_redis_restart(s3_server, tmp_path):
+    # A Redis of this test's own (AOF, fsync always), killed and started again under them.
+    server = RedisServer(appendonly=True).start()
+    settings = make_settings(server.url, s3_server.url, redis_retry_seconds=20.0)
+    proc = start_worker(settings, tmp_path / "w.log")
+    redis = Redis.from_url(server.url)
+    try:
+        store = JobStore(redis, settings)
+        await eventually(lambda: _online(redis, 1), timeout=30)
+        running = await create(store, "test.sleepy", seconds=3)
+        await eventually(lambda: _started(redis, running, 1), timeout=30)
+        server.proc.kill()  # kill -9: the AOF keeps every acknowledged write
+        server.proc.wait(10)
+        server.start()
+        async with api_client(settings) as client:
+            answer = await client.get(f"/v1/jobs/{running}", headers=ACME)
+            assert answer.status_code == 200
+        after = await create(store, "test.sleepy", seconds=0.1)
+        for job_id in (running, after):
+            job = await eventually(lambda j=job_id: _final(store, j), timeout=60)
+            assert job.state == "succeeded", job
+        assert proc.poll() is None  # the worker lived through it
+        assert len(await marks(redis, "started", running)) == 1  # and kept its job
+    finally:
+        kill(proc)
+        await redis.aclose()
+        server.stop()
