@@ -21,6 +21,7 @@ import base64
 import hashlib
 import json
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -53,6 +54,10 @@ OUTBOX_KEY = f"{PREFIX}outbox"
 EXCERPT_BYTES = 2048
 WH = f"{PREFIX}wh:"
 ALL_ENDPOINTS_KEY = f"{WH}all"
+# Ids are checked before they become part of a key: `we_<id>:deliveries` names another
+# key of the endpoint (a sorted set), which a lookup must not read as an endpoint.
+ENDPOINT_ID_PATTERN = re.compile(r"^we_[0-9A-HJKMNP-TV-Z]{26}$")
+DELIVERY_ID_PATTERN = re.compile(r"^whd_[0-9a-f]{26}$")
 
 
 def endpoint_key(endpoint_id: str) -> str:
@@ -192,6 +197,9 @@ class WebhookStore:
         return fields
 
     async def get_endpoint(self, endpoint_id: str) -> Endpoint | None:
+        """The endpoint, or None (also for a string that is not an endpoint id)."""
+        if not ENDPOINT_ID_PATTERN.match(endpoint_id):
+            return None
         raw = await self.redis.hgetall(endpoint_key(endpoint_id))
         if not raw:
             return None
@@ -325,6 +333,10 @@ class WebhookStore:
             await pipe.execute()
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
+        """The delivery with its attempts, or None (also for a string that is not a
+        delivery id)."""
+        if not DELIVERY_ID_PATTERN.match(delivery_id):
+            return None
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.hgetall(delivery_key(delivery_id))
             pipe.lrange(delivery_attempts_key(delivery_id), 0, -1)
