@@ -123,8 +123,10 @@ async def resolve_target(url: str, allow_private: bool) -> Target:
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except socket.gaierror:
-            raise UnsafeURL(f"the host {host!r} does not resolve") from None
+        except (socket.gaierror, ValueError):
+            # ValueError: a name the resolver cannot even encode (an IDNA label over 63
+            # characters, a lone surrogate, a NUL byte).
+            raise UnsafeURL(f"the host {host[:100]!r} does not resolve") from None
         addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
     if not addresses:
         raise UnsafeURL(f"the host {host!r} does not resolve")
