@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from starlette.datastructures import UploadFile
 
 from api.deps import AccountDep, IdempotencyKeyDep, PresenterDep, SettingsDep, StoreDep
@@ -23,10 +23,28 @@ router = APIRouter(prefix="/v1/documents", tags=["documents"])
 BODY_OVERHEAD = 64 * 1024
 
 
+def document_body_limit(max_document_bytes: int) -> int:
+    """The largest body a document upload may need: its text JSON-escaped (at most six
+    bytes a byte, as `\\u00XX`) and the other fields."""
+    return max_document_bytes * 6 + BODY_OVERHEAD
+
+
 class DocumentCreate(BaseModel):
     user_id: str = Field(pattern=USER_ID_PATTERN, description="the end user the document is of")
     title: str | None = Field(None, max_length=500)
     text: str = Field(description="UTF-8 text")
+
+    @field_validator("title", "text")
+    @classmethod
+    def _encodable(cls, value: str | None) -> str | None:
+        # JSON's "\ud800" (or a multipart field in UTF-7) decodes to a lone surrogate,
+        # which no UTF-8 store can hold.
+        if value is not None:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+        return value
 
 
 class AnalysisCreate(BaseModel):
@@ -170,10 +188,10 @@ async def create_document(
     if content_type == "multipart/form-data":
         body = await _from_multipart(request, limit)
     elif content_type in ("application/json", ""):
-        raw = await read_body(request, limit * 6 + BODY_OVERHEAD)
+        raw = await read_body(request, document_body_limit(limit))
         try:
             data = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deep
             raise InvalidInput("the body is not valid JSON", type="invalid_json") from None
         body = _validated(data)
     else:
