@@ -15,6 +15,7 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from ulid import ULID
 
+from api.limits import BodyLimit, body_limits
 from api.problems import document_problems, install_problem_handlers
 from api.routes import (
     canaries,
@@ -67,6 +68,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_problem_handlers(app)
+    # Added before the request-id middleware, so it runs inside it: a 413 is counted and logged.
+    limit = documents.document_body_limit(settings.max_document_bytes)
+    app.add_middleware(BodyLimit, limit_for=body_limits(limit))
 
     @app.middleware("http")
     async def request_id(

@@ -162,6 +162,8 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
                 if public and status in ("401", "403", "404", "422"):
                     continue
                 responses.setdefault(status, {"description": description})
+            if "requestBody" in operation:
+                responses.setdefault("413", {"description": "The request body is too large"})
             for status, response in responses.items():
                 if status[0] in "45":
                     response["content"] = content
