@@ -40,19 +40,19 @@ def _as_values(kind: str, reply: Any) -> list[bytes]:
     if kind == "string":
         return [reply or b""]
     if kind == "hash":
-        return [b"%s=%s" % kv for kv in sorted(reply.items())]
+        return [part for pair in sorted(reply.items()) for part in pair]
     if kind == "set":
         return sorted(reply)
     if kind == "zset":
-        return [b"%s@%r" % (m, s) for m, s in reply]
+        return [part for m, s in reply for part in (m, repr(s).encode())]
     if kind == "stream":
         return [repr(e).encode() for e in reply]
     return list(reply)
 
 
 async def redis_items(redis: Redis) -> list[tuple[bytes, str, list[bytes], int]]:
-    """Every key with its type, its values (hash fields as `field=value`, zset members as
-    `member@score`) and its time to live in ms (-1: none)."""
+    """Every key with its type, its values (a hash as field, value, field, ...; a sorted set
+    as member, score, ...) and its time to live in ms (-1: none)."""
     keys = [key async for key in redis.scan_iter(count=1000)]
     async with redis.pipeline(transaction=False) as pipe:
         for key in keys:
@@ -100,3 +100,15 @@ def redis_changes(before: dict[bytes, KeyState], after: dict[bytes, KeyState]) -
         elif (old.ttl_ms < 0) != (new.ttl_ms < 0) or new.ttl_ms > old.ttl_ms:
             changes.append(f"expiry of {key!r} changed: {old.ttl_ms} -> {new.ttl_ms} ms")
     return sorted(changes)
+
+
+async def stored_values(redis: Redis) -> list[tuple[bytes, bytes]]:
+    """(key, element) for every element stored: a string's value, each hash field and
+    value, each list item, set member and sorted-set member."""
+    return [(key, v) for key, _, values, _ in await redis_items(redis) for v in values]
+
+
+async def s3_objects(storage: Storage) -> dict[str, bytes]:
+    """Every object in the bucket, read whole (tests keep them small)."""
+    keys = (await s3_snapshot(storage))["objects"]
+    return {key: await storage.get_bytes(key) for key in keys}

@@ -1,0 +1,523 @@
+"""Security properties as tests: keys on every route, operator routes, no pickle anywhere,
+secrets at rest and in answers, presigned URL expiry, and the SSRF guard under DNS
+rebinding."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import os
+import pickle
+import pickletools
+import socket
+from datetime import UTC, datetime, timedelta
+from urllib.parse import parse_qsl, quote, urlsplit
+
+import httpx
+import pytest
+
+from api.deps import get_account, require_admin
+from api.sessions import COOKIE, new_session
+from jobs.clients import json_dumps, json_loads
+from jobs.records import JobStore, new_job_id, now_ms
+from jobs.storage import open_storage
+from jobs.worker import worker_options
+from tests.conftest import (
+    ACME,
+    ACME_KEY,
+    ADMIN,
+    ADMIN_KEY,
+    GLOBEX,
+    GLOBEX_KEY,
+    api_client,
+    eventually,
+    running_worker,
+)
+from tests.support.kinds import TEST_KINDS
+from tests.support.receiver import Receiver
+from tests.support.routes import operations
+from tests.support.state import s3_objects, stored_values
+
+PROBLEM = "application/problem+json"
+# Routes anyone may call: liveness and readiness probes, Prometheus, the API's own
+# description, and the dashboard's login form.
+PUBLIC = {
+    ("GET", "/health/live"), ("GET", "/health/ready"), ("GET", "/health/queues"),
+    ("GET", "/metrics"), ("GET", "/openapi.json"), ("GET", "/docs"),
+    ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc"), ("GET", "/dashboard/login"),
+    ("POST", "/dashboard/login"),
+}  # fmt: skip
+# Well-formed ids of things that do not exist, for path parameters.
+SAMPLE_IDS = {
+    "job_id": "job_01JAAAAAAAAAAAAAAAAAAAAAAA",
+    "doc_id": "doc_01JAAAAAAAAAAAAAAAAAAAAAAA",
+    "endpoint_id": "we_01JAAAAAAAAAAAAAAAAAAAAAAA",
+    "delivery_id": "whd_" + "0" * 26,
+}
+
+
+def concrete(path: str) -> str:
+    for name, value in SAMPLE_IDS.items():
+        path = path.replace("{" + name + "}", value)
+    assert "{" not in path, f"add a sample id for {path}"
+    return path
+
+
+def is_problem(answer: httpx.Response, status: int) -> bool:
+    return (
+        answer.status_code == status
+        and answer.headers["content-type"] == PROBLEM
+        and answer.json()["status"] == status
+    )
+
+
+# Keys on every route
+
+
+async def test_every_route_but_probes_metrics_and_docs_refuses_a_missing_or_wrong_key(client):
+    checked = 0
+    for op in operations(client.app):
+        if (op.method, op.path) in PUBLIC:
+            continue
+        path = concrete(op.path)
+        for headers in ({}, {"Authorization": "Bearer not-a-key"}, {"Authorization": ACME_KEY}):
+            answer = await client.request(op.method, path, headers=headers)
+            if op.path.startswith("/v1/"):
+                assert is_problem(answer, 401), (op, headers, answer.status_code, answer.text)
+                assert answer.headers["www-authenticate"].startswith("Bearer")
+            elif op.path.startswith("/dashboard"):
+                # The dashboard is for browsers: without a valid session cookie (a key in a
+                # header is not one) every page and form sends them to the login page.
+                assert answer.status_code == 303, (op, answer.status_code)
+                assert answer.headers["location"] == "/dashboard/login"
+            else:
+                raise AssertionError(f"{op} is neither /v1, /dashboard nor public: decide")
+        checked += 1
+    assert checked >= 30
+
+
+async def test_public_routes_answer_without_a_key(client):
+    for method, path in PUBLIC - {("POST", "/dashboard/login")}:
+        answer = await client.request(method, path)
+        assert answer.status_code == 200, (path, answer.status_code)
+    refused = await client.post("/dashboard/login", data={"key": "not-a-key"})
+    assert refused.status_code == 401 and COOKIE not in refused.cookies
+
+
+async def test_every_operator_route_refuses_account_keys(client):
+    admin_ops = [op for op in operations(client.app) if op.depends_on(require_admin)]
+    assert {(op.method, op.path) for op in admin_ops} == {
+        ("GET", "/v1/dead-letters"),
+        ("GET", "/v1/dead-letters/{job_id}"),
+        ("POST", "/v1/dead-letters/{job_id}/replay"),
+        ("POST", "/v1/canaries"),
+    }
+    for op in admin_ops:
+        for headers in (ACME, GLOBEX):
+            answer = await client.request(op.method, concrete(op.path), headers=headers)
+            assert is_problem(answer, 403), (op, answer.status_code, answer.text)
+            assert answer.json()["code"] == "forbidden"
+
+
+async def test_every_account_route_refuses_an_operator_key(client):
+    # An operator key names no account: account-scoped routes cannot act for it.
+    account_ops = [op for op in operations(client.app) if op.depends_on(get_account)]
+    assert len(account_ops) >= 12
+    for op in account_ops:
+        answer = await client.request(op.method, concrete(op.path), headers=ADMIN)
+        assert is_problem(answer, 403), (op, answer.status_code, answer.text)
+
+
+# No pickle, anywhere
+
+
+def looks_pickled(raw: bytes) -> bool:
+    """Whether `raw` is a whole pickle, read with `pickletools` (which never runs it)."""
+    try:
+        ops = list(pickletools.genops(raw))
+    except Exception:
+        return False
+    return bool(ops) and ops[-1][0].name == "STOP" and ops[-1][2] == len(raw) - 1
+
+
+def test_the_pickle_detector_knows_a_pickle():
+    for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
+        assert looks_pickled(pickle.dumps({"f": "analysis", "a": ["job_x"]}, protocol))
+    assert not looks_pickled(json_dumps({"f": "analysis", "a": ["job_x"]}))
+
+
+def test_worker_serializes_jobs_as_json():
+    options = worker_options(settings=_bare_settings(), kinds=TEST_KINDS)
+    assert options["job_serializer"] is json_dumps and options["job_deserializer"] is json_loads
+    with pytest.raises(ValueError):
+        json_loads(pickle.dumps({"f": "x"}))
+
+
+def _bare_settings():
+    from tests.conftest import make_settings
+
+    return make_settings("redis://127.0.0.1:1/0", "http://127.0.0.1:1")
+
+
+async def check_no_pickle(redis) -> set[str]:
+    """Assert nothing stored is a pickle and every arq job is JSON; the functions seen."""
+    functions = set()
+    for key, value in await stored_values(redis):
+        assert not looks_pickled(value), f"a pickle at {key!r}"
+        assert not key.startswith(b"arq:result:"), "arq stores no results (keep_result=0)"
+        if key.startswith(b"arq:job:"):
+            payload = json_loads(value)
+            assert set(payload) == {"t", "f", "a", "k", "et"}, payload
+            functions.add(payload["f"])
+    return functions
+
+
+@pytest.fixture
+def hook_settings(settings):
+    return settings.model_copy(
+        update={"webhook_allow_private_networks": True, "webhook_retry_schedule": [0, 60]}
+    )
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver().start()
+    yield r
+    r.stop()
+
+
+async def test_arq_payloads_of_every_job_kind_are_json_and_nothing_stored_is_a_pickle(
+    hook_settings, claude, redis, receiver
+):
+    async with api_client(hook_settings) as client:
+        events = ["analysis.completed", "export.completed"]
+        hook = {"url": receiver.url, "events": events}
+        assert (await client.post("/v1/webhook-endpoints", headers=ACME, json=hook)).is_success
+        receiver.script("500", "500")  # each first attempt fails: a retry waits in the queue
+        doc = (
+            await client.post("/v1/documents", headers=ACME, json={"user_id": "u", "text": "t"})
+        ).json()
+        jobs = [
+            await client.post(f"/v1/documents/{doc['id']}/analyses", headers=ACME, json={}),
+            await client.post("/v1/exports", headers=ACME, json={"user_id": "u", "format": "zip"}),
+            await client.post("/v1/canaries", headers=ADMIN),
+        ]
+        assert await check_no_pickle(redis) == {"analysis", "export", "canary"}
+        async with running_worker(hook_settings):
+
+            async def all_done() -> bool:
+                for job in jobs:
+                    found = await client.get(f"/v1/jobs/{job.json()['id']}", headers=ADMIN)
+                    if found.json()["state"] != "succeeded":
+                        return False
+                return len(receiver.received) >= 2
+
+            await eventually(all_done, timeout=60)
+
+            async def only_retries_queued() -> bool:
+                # arq drops a finished job's payload just after its record says so.
+                return await check_no_pickle(redis) == {"webhook.deliver"}
+
+            await eventually(only_retries_queued)
+
+
+class Planted:
+    """Unpickling this makes a directory: proof that a pickle was loaded."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+async def test_worker_refuses_a_pickled_job_without_running_it(settings, redis, client, tmp_path):
+    marker = tmp_path / "unpickled"
+    store = JobStore(redis, settings)
+    recorded = (await store.create(kind="test.flaky", account="acme", args={})).job_id
+    stray = new_job_id()  # no record at all: only arq knows it
+    for job_id in (recorded, stray):
+        payload = {"t": 1, "f": "test.flaky", "a": [job_id], "k": {}, "et": now_ms()}
+        await redis.set(f"arq:job:{job_id}", pickle.dumps({**payload, "x": Planted(str(marker))}))
+        await redis.zadd(settings.queue_name, {job_id: now_ms()})
+
+    async with running_worker(settings):
+
+        async def failed():
+            job = (await client.get(f"/v1/jobs/{recorded}", headers=ACME)).json()
+            return job if job["state"] == "failed" else None
+
+        job = await eventually(failed)
+        assert await redis.zscore(settings.queue_name, stray) is None
+        # The worker lives on and runs the next (JSON) job.
+        after = (await store.create(kind="test.flaky", account="acme", args={})).job_id
+
+        async def succeeded():
+            return (await client.get(f"/v1/jobs/{after}", headers=ACME)).json()["state"] == (
+                "succeeded"
+            )
+
+        await eventually(succeeded)
+    assert not marker.exists(), "a pickle was loaded"
+    assert job["attempt"] == 0 and job["result"] is None  # never ran
+    assert job["error"]["type"] == "job_lost"  # the reconciler failed it: arq dropped it
+    assert await redis.keys("arq:result:*") == []
+
+
+# Secrets
+
+
+async def test_webhook_secrets_are_encrypted_api_keys_never_stored_and_secrets_never_shown(
+    hook_settings, settings, claude, redis, receiver
+):
+    async with api_client(hook_settings) as client:
+        hook = {"url": receiver.url, "events": ["analysis.completed"]}
+        created = (await client.post("/v1/webhook-endpoints", headers=ACME, json=hook)).json()
+        rotated_answer = await client.post(
+            f"/v1/webhook-endpoints/{created['id']}/rotate-secret", headers=ACME
+        )
+        rotated = rotated_answer.json()
+        secrets = [created["secret"], rotated["secret"]]
+        receiver.secrets += secrets
+        assert created["secret"] not in rotated_answer.text  # the old one is not shown again
+        doc = (
+            await client.post("/v1/documents", headers=ACME, json={"user_id": "u", "text": "t"})
+        ).json()
+        await client.post(f"/v1/documents/{doc['id']}/analyses", headers=ACME, json={})
+        async with running_worker(hook_settings):
+            await eventually(lambda: _received(receiver))
+        assert all(receiver.verified_by(receiver.received[0]).values())  # both still sign
+
+        endpoint = f"/v1/webhook-endpoints/{created['id']}"
+        session = {"Cookie": f"{COOKIE}={new_session(settings)}"}
+        shown = [
+            await client.get(endpoint, headers=ACME),
+            await client.get("/v1/webhook-endpoints", headers=ACME),
+            await client.get(f"{endpoint}/deliveries", headers=ACME),
+            await client.get("/v1/jobs", headers=ACME),
+            await client.get("/dashboard/webhooks", headers=session),
+            await client.get(f"/dashboard/webhooks/{created['id']}", headers=session),
+        ]
+        async with open_storage(settings) as storage:
+            objects = await s3_objects(storage)
+
+    assert all(answer.status_code == 200 for answer in shown)
+    forbidden = {b"whsec_"}
+    for secret in secrets:
+        body = secret.removeprefix("whsec_")
+        forbidden |= {body.encode(), base64.b64decode(body)}
+    for key in (ACME_KEY, GLOBEX_KEY, ADMIN_KEY):
+        forbidden |= {key.encode(), hashlib.sha256(key.encode()).hexdigest().encode()}
+    stored = await stored_values(redis)
+    assert len(stored) > 20 and objects
+    for where, value in [*stored, *objects.items(), *((a.url, a.content) for a in shown)]:
+        for needle in forbidden:
+            assert needle not in value, f"{needle!r} found in {where!r}"
+
+
+async def _received(receiver) -> bool:
+    return bool(receiver.received)
+
+
+# Presigned URLs
+
+
+def sigv4_query_valid(url: str, secret_key: str) -> bool:
+    """Check a presigned S3 GET's signature, per AWS Signature Version 4 (query string)."""
+    parts = urlsplit(url)
+    params = parse_qsl(parts.query, keep_blank_values=True)
+    given = dict(params)
+    enc = lambda s: quote(s, safe="-_.~")  # noqa: E731
+    query = "&".join(sorted(f"{enc(k)}={enc(v)}" for k, v in params if k != "X-Amz-Signature"))
+    canonical = "\n".join(
+        ["GET", parts.path, query, f"host:{parts.netloc}\n", "host", "UNSIGNED-PAYLOAD"]
+    )
+    scope = given["X-Amz-Credential"].split("/", 1)[1]
+    to_sign = "\n".join(
+        [
+            "AWS4-HMAC-SHA256",
+            given["X-Amz-Date"],
+            scope,
+            hashlib.sha256(canonical.encode()).hexdigest(),
+        ]
+    )
+    key = f"AWS4{secret_key}".encode()
+    for part in scope.split("/"):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, given["X-Amz-Signature"])
+
+
+async def test_presigned_download_url_carries_a_signed_expiry_matching_expires_at(settings, redis):
+    # moto serves expired URLs too, so the test checks what S3 enforces: the expiry is in
+    # the signed part of the URL, and the URL is never stored (it is minted at each lookup).
+    short = settings.model_copy(update={"export_url_ttl_seconds": 120})
+    async with api_client(short) as client, running_worker(short):
+        job = await client.post("/v1/exports", headers=ACME, json={"user_id": "u", "format": "zip"})
+
+        async def finished():
+            found = (await client.get(f"/v1/jobs/{job.json()['id']}", headers=ACME)).json()
+            return found if found["state"] == "succeeded" else None
+
+        done = await eventually(finished, timeout=60)
+    url, expires_at = done["result"]["download_url"], done["result"]["expires_at"]
+    given = dict(parse_qsl(urlsplit(url).query))
+    secret = short.aws_secret_access_key.get_secret_value()
+    assert given["X-Amz-Algorithm"] == "AWS4-HMAC-SHA256" and given["X-Amz-Expires"] == "120"
+    assert given["X-Amz-SignedHeaders"] == "host"
+    assert sigv4_query_valid(url, secret)
+    assert not sigv4_query_valid(url.replace("X-Amz-Expires=120", "X-Amz-Expires=604800"), secret)
+    signed_at = datetime.strptime(given["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    stated = datetime.fromisoformat(expires_at.replace("Z", "+00:00"))
+    assert abs(signed_at + timedelta(seconds=120) - stated) <= timedelta(seconds=2)
+    assert not any(b"X-Amz-Signature" in value for _, value in await stored_values(redis))
+
+
+# SSRF under DNS rebinding
+
+REBIND_HOST = "hooks.rebind.test"
+
+
+class FakeDNS:
+    """Stands in for DNS, which lies outside the service: `answers[name]` is a script of
+    addresses, one per lookup, the last repeated; every other name is resolved for real."""
+
+    def __init__(self, real) -> None:
+        self.real = real
+        self.answers: dict[str, list[str]] = {}
+        self.asked: list[str] = []
+
+    def __call__(self, host, port, family=0, type=0, proto=0, flags=0):
+        name = host.decode() if isinstance(host, bytes) else host
+        if name not in self.answers:
+            return self.real(host, port, family, type, proto, flags)
+        self.asked.append(name)
+        script = self.answers[name]
+        address = script.pop(0) if len(script) > 1 else script[0]
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, int(port)))]
+
+
+@pytest.fixture
+def dns(monkeypatch):
+    fake = FakeDNS(socket.getaddrinfo)
+    monkeypatch.setattr(socket, "getaddrinfo", fake)
+    return fake
+
+
+class Listener:
+    """A TCP server on one address that counts connections and answers HTTP 200."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self, host: str, port: int) -> Listener:
+        self.server = await asyncio.start_server(self._handle, host, port)
+        return self
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            self.requests.append(head)
+            length = next(
+                (int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                 if line.lower().startswith(b"content-length:")), 0,
+            )  # fmt: skip
+            await reader.readexactly(length)
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
+            await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def stop(self) -> None:
+        if self.server:
+            self.server.close()
+            await self.server.wait_closed()
+
+
+async def delivery_attempts(client, endpoint_id: str) -> list[dict]:
+    found = await client.get(f"/v1/webhook-endpoints/{endpoint_id}/deliveries", headers=ACME)
+    data = found.json()["data"]
+    return data[0]["attempts"] if data else []
+
+
+async def test_name_rebound_to_loopback_after_registration_is_refused_at_delivery(
+    settings, dns, unused_port
+):
+    strict = settings.model_copy(
+        update={"webhook_retry_schedule": [0, 60], "webhook_timeout_seconds": 1.0}
+    )
+    local = await Listener().start("127.0.0.1", unused_port)
+    dns.answers[REBIND_HOST] = ["93.184.216.34", "127.0.0.1"]  # public, then loopback
+    try:
+        async with api_client(strict) as client:
+            url = f"https://{REBIND_HOST}:{unused_port}/hooks"
+            answer = await client.post(
+                "/v1/webhook-endpoints", headers=ACME,
+                json={"url": url, "events": ["export.completed"]},
+            )  # fmt: skip
+            assert answer.status_code == 201, answer.text
+            endpoint = answer.json()["id"]
+            await client.app.state.webhooks.publish("acme", "export.completed", "evt_r", {"n": 1})
+            async with running_worker(strict):
+                attempts = await eventually(lambda: delivery_attempts(client, endpoint))
+        assert attempts[0]["error"].startswith("refused: webhook URLs must point to public")
+        assert "127.0.0.1" in attempts[0]["error"]
+        assert local.connections == 0
+        assert dns.asked == [REBIND_HOST, REBIND_HOST]  # at registration and at delivery
+        # The listener does count connections: the zero above means none was made.
+        _, writer = await asyncio.open_connection("127.0.0.1", unused_port)
+        writer.close()
+        await eventually(lambda: _connected(local))
+    finally:
+        await local.stop()
+
+
+async def _connected(listener: Listener) -> bool:
+    return listener.connections > 0
+
+
+async def test_delivery_connects_to_the_address_it_checked_not_to_a_later_answer(
+    settings, dns, unused_port
+):
+    # Two loopback addresses on one port stand for "checked" and "rebound"; private
+    # networks are allowed here only so that both may be used at all.
+    loose = settings.model_copy(
+        update={"webhook_allow_private_networks": True, "webhook_retry_schedule": [0]}
+    )
+    checked = await Listener().start("127.0.0.2", unused_port)
+    rebound = await Listener().start("127.0.0.1", unused_port)
+    # Registration, then the delivery's check; any later lookup gets the other address.
+    dns.answers[REBIND_HOST] = ["127.0.0.2", "127.0.0.2", "127.0.0.1"]
+    try:
+        async with api_client(loose) as client:
+            url = f"http://{REBIND_HOST}:{unused_port}/hooks"
+            answer = await client.post(
+                "/v1/webhook-endpoints", headers=ACME,
+                json={"url": url, "events": ["export.completed"]},
+            )  # fmt: skip
+            endpoint = answer.json()["id"]
+            await client.app.state.webhooks.publish("acme", "export.completed", "evt_p", {"n": 1})
+            async with running_worker(loose):
+                attempts = await eventually(lambda: delivery_attempts(client, endpoint))
+        assert attempts[0]["status_code"] == 200, attempts
+        assert checked.connections == 1 and rebound.connections == 0
+        assert f"host: {REBIND_HOST}:{unused_port}".encode() in checked.requests[0].lower()
+        assert dns.asked == [REBIND_HOST, REBIND_HOST]  # the HTTP client never asked
+    finally:
+        await checked.stop()
+        await rebound.stop()
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A port free on 127.0.0.1 (and, in practice, on 127.0.0.2)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
