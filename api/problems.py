@@ -10,7 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from jobs.errors import ServiceError, TransientError
+from api.deps import identify
+from jobs.errors import ServiceError, TransientError, Unauthorized
 from jobs.retry import as_service_error
 
 PROBLEM_JSON = "application/problem+json"
@@ -79,6 +80,19 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
+def _unauthenticated(request: Request) -> JSONResponse | None:
+    """The 401 for a /v1 request without a valid key, else None. FastAPI parses the body
+    before any dependency checks the key, so a body it cannot parse would otherwise tell a
+    caller without a key more than that it needs one."""
+    if not request.url.path.startswith("/v1/"):
+        return None
+    try:
+        identify(request.headers.get("authorization"), request.app.state.settings)
+    except Unauthorized as exc:
+        return service_error_response(request, exc)
+    return None
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Make every error, FastAPI's own included, a problem+json answer."""
 
@@ -88,6 +102,8 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if (refused := _unauthenticated(request)) is not None:
+            return refused
         return problem(
             422,
             "invalid_input",
@@ -102,6 +118,8 @@ def install_problem_handlers(app: FastAPI) -> None:
         if exc.status_code == 400:
             # FastAPI's answer to a body it cannot even decode: for clients it is just
             # another invalid body.
+            if (refused := _unauthenticated(request)) is not None:
+                return refused
             return problem(
                 422, "invalid_json", "The request is not valid", "the body is not valid JSON",
                 instance=request.url.path,

@@ -245,6 +245,7 @@ def analysis_cases() -> list[Case]:
         a("idempotency-key-reused-other-body", json={"instructions": "other"},
           headers=idem("seed-key"), code="idempotency_key_reused"),
         a("operator-key", 403, key="admin", json={}),
+        a("no-key-invalid-json", 401, key=None, body=b"{bad", code="unauthorized", **as_json),
     ]
 
 
@@ -281,6 +282,9 @@ def export_cases() -> list[Case]:
         e("idempotency-key-del", json=ok, headers=idem("a\x7fb")),
         e("idempotency-key-newline", json=ok, headers=idem("a\nb")),
         e("no-key", 401, key=None, json=ok),
+        e("no-key-invalid-json", 401, key=None, body=b"{bad", code="unauthorized", **as_json),
+        e("wrong-key-invalid-json", 401, key=None, body=b"[", code="unauthorized",
+          headers=(("authorization", "Bearer nope"),), **as_json),
         e("wrong-key", 401, key=None, json=ok, headers=(("authorization", "Bearer nope"),)),
         e("operator-key", 403, key="admin", json=ok),
     ]

@@ -98,6 +98,22 @@ async def test_every_route_but_probes_metrics_and_docs_refuses_a_missing_or_wron
     assert checked >= 30
 
 
+async def test_a_body_that_cannot_be_parsed_is_still_a_401_without_a_key(client):
+    # FastAPI parses the body before the key is checked: the parse error must not answer.
+    checked = 0
+    for op in operations(client.app):
+        if not op.path.startswith("/v1/") or op.method not in ("POST", "DELETE"):
+            continue
+        for body in (b"{not json", b"\xff\xfe", b"[" * 5000):
+            answer = await client.request(
+                op.method, concrete(op.path), content=body,
+                headers={"Content-Type": "application/json"},
+            )  # fmt: skip
+            assert is_problem(answer, 401), (op, body[:10], answer.status_code, answer.text)
+        checked += 1
+    assert checked >= 9
+
+
 async def test_public_routes_answer_without_a_key(client):
     for method, path in PUBLIC - {("POST", "/dashboard/login")}:
         answer = await client.request(method, path)
