@@ -50,9 +50,10 @@ class Case:
     """One hostile request and the refusal it must get.
 
     `path`, header values and `form` values may name seeded resources as `{doc}`,
-    `{job}`, `{ep}`, `{dl}`, `{dead}` (acme's) and `{gdoc}`, `{gjob}`, `{gep}`, `{gdl}`
-    (globex's), and dashboard sessions as `{session}`, `{csrf}`, `{expired}`, `{forged}`,
-    `{foreign}` (signed with another SECRETS_KEY).
+    `{job}` (an analysis), `{export}`, `{ep}`, `{dl}`, `{dead}` (acme's) and `{gdoc}`,
+    `{gjob}`, `{gexport}`, `{gep}`, `{gdl}` (globex's), and dashboard sessions as
+    `{session}`, `{csrf}`, `{expired}`, `{forged}`, `{foreign}` (signed with another
+    SECRETS_KEY).
     """
 
     name: str
@@ -204,6 +205,13 @@ def job_cases() -> list[Case]:
         ("cancel", "POST", "/v1/jobs/{id}/cancel"),
     ]:
         cases += id_cases(f"job-{name}", method, template, owner_id="{gjob}")
+    # An export is a job too: another account's export answers 404 like any job.
+    for name, method, template in [
+        ("get", "GET", "/v1/jobs/{gexport}"),
+        ("events", "GET", "/v1/jobs/{gexport}/events"),
+        ("cancel", "POST", "/v1/jobs/{gexport}/cancel"),
+    ]:
+        cases.append(Case(f"export-job-{name}-other-accounts-id", method, template, 404))
     listing = rows("jobs-list", "GET", "/v1/jobs")
     cancel = rows("job-cancel", "POST", "/v1/jobs/{job}/cancel", key=None)
     cursor = lambda raw: base64.urlsafe_b64encode(raw).decode()  # noqa: E731
@@ -456,7 +464,7 @@ async def seed(client: Any, settings: Settings, redis: Redis) -> dict[str, str]:
         export = await client.post(
             "/v1/exports", headers=headers, json={"user_id": "u1", "format": "zip"}
         )
-        assert export.status_code == 202
+        ids[f"{prefix}export"] = export.json()["id"]
         endpoint = await client.post(
             "/v1/webhook-endpoints",
             headers=headers,
