@@ -36,8 +36,10 @@ from jobs.reconciler import keep_reconciling
 from jobs.records import WORKERS_KEY, JobStore
 from jobs.runner import JobKind, arq_function
 from jobs.settings import Settings, load_settings
-from jobs.storage import open_storage
+from jobs.storage import Storage, open_storage
 from jobs.views import JobPresenter
+from jobs.wakeup import install as install_wakeable_poll
+from jobs.wakeup import keep_listening, wake_this_worker
 from jobs.webhooks import WebhookStore, deliver_function, keep_publishing
 
 log = logging.getLogger("jobs.worker")
@@ -87,7 +89,12 @@ def _startup(settings: Settings, kinds: Sequence[JobKind]) -> Hook:
                 )
                 stack.callback(server.shutdown)
             await deps.store.beat(worker_id, settings.claim_ttl_ms)
+            # An enqueue wakes this worker at once instead of at its next poll (jobs/wakeup.py).
+            install_wakeable_poll()
+            wake = wake_this_worker()
             tasks = [
+                asyncio.create_task(keep_listening(ctx["redis"], settings.queue_name, wake)),
+                asyncio.create_task(warm_up_storage(storage)),
                 asyncio.create_task(
                     keep_beating(
                         deps.store,
@@ -138,6 +145,17 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
             await stack.aclose()
     except Exception:
         log.exception("worker shutdown hook failed")
+
+
+async def warm_up_storage(storage: Storage) -> None:
+    """One S3 call right after start, so the first jobs do not pay for the S3 client's lazy
+    set-up (its HTTP session and TLS context, endpoint rules, parsers): tens of ms of CPU
+    on the event loop, which would stall every job running then. Best effort: S3 may be
+    down, and the jobs that need it retry."""
+    try:
+        await asyncio.wait_for(storage.check(), 10)
+    except Exception:
+        log.debug("S3 warm-up call failed", exc_info=True)
 
 
 async def keep_refreshing_gauges(redis: Any, settings: Settings) -> None:

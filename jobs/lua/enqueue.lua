@@ -47,4 +47,6 @@ redis.call('ZADD', KEYS[4], created, id)
 redis.call('SADD', KEYS[5], ARGV[2])
 redis.call('SET', KEYS[6], ARGV[4], 'PX', ARGV[5])
 redis.call('ZADD', KEYS[7], created, id)
+-- Wake the idle workers of this queue now rather than at their next poll (jobs/wakeup.py).
+redis.call('PUBLISH', 'lr:wake:' .. KEYS[7], '')
 return {'created', id}
