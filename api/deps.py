@@ -20,23 +20,25 @@ from jobs.views import JobPresenter
 JOB_ID_PATTERN = re.compile(r"^job_[0-9A-HJKMNP-TV-Z]{26}$")
 
 
-def get_settings(request: Request) -> Settings:
+# The getters are `async def` on purpose: FastAPI runs a plain `def` dependency in its thread
+# pool, a thread hop per dependency per request for what is an attribute lookup.
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_redis(request: Request) -> Redis:
+async def get_redis(request: Request) -> Redis:
     return request.app.state.redis
 
 
-def get_store(request: Request) -> JobStore:
+async def get_store(request: Request) -> JobStore:
     return request.app.state.store
 
 
-def get_storage(request: Request) -> Storage:
+async def get_storage(request: Request) -> Storage:
     return request.app.state.storage
 
 
-def get_presenter(request: Request) -> JobPresenter:
+async def get_presenter(request: Request) -> JobPresenter:
     return request.app.state.presenter
 
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ulid import ULID
 
 from api.limits import BodyLimit, body_limits
@@ -40,6 +41,54 @@ from jobs.views import JobPresenter
 from jobs.webhooks import WebhookStore
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class RequestContext:
+    """ASGI middleware: the request id (a valid `X-Request-ID` is kept, else one is made),
+    set on `request.state`, in the log context and on the answer, and the HTTP metrics.
+
+    Plain ASGI rather than `@app.middleware("http")`: Starlette's BaseHTTPMiddleware runs
+    the app in a task group of its own and streams the answer through memory channels,
+    a large share of a small request's CPU.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode(
+            "latin-1"
+        )
+        request_id = given if REQUEST_ID.match(given) else f"req_{ULID()}"
+        scope.setdefault("state", {})["request_id"] = request_id
+        token = REQUEST_ID_VAR.set(request_id)
+        clock = time.perf_counter()
+        status = 500
+        answered_after: float | None = None
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, answered_after
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                # Latency to the answer's start, as before (an event stream runs on after it).
+                answered_after = time.perf_counter() - clock
+                headers = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            metrics.HTTP_REQUESTS.labels(route, method, str(status)).inc()
+            metrics.HTTP_LATENCY.labels(route, method).observe(
+                time.perf_counter() - clock if answered_after is None else answered_after
+            )
+            REQUEST_ID_VAR.reset(token)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -72,25 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     limit = documents.document_body_limit(settings.max_document_bytes)
     app.add_middleware(BodyLimit, limit_for=body_limits(limit))
 
-    @app.middleware("http")
-    async def request_id(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        given = request.headers.get("x-request-id", "")
-        request.state.request_id = given if REQUEST_ID.match(given) else f"req_{ULID()}"
-        token = REQUEST_ID_VAR.set(request.state.request_id)
-        clock = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            response.headers["X-Request-ID"] = request.state.request_id
-            return response
-        finally:
-            route = getattr(request.scope.get("route"), "path", "unmatched")
-            metrics.HTTP_REQUESTS.labels(route, request.method, str(status)).inc()
-            metrics.HTTP_LATENCY.labels(route, request.method).observe(time.perf_counter() - clock)
-            REQUEST_ID_VAR.reset(token)
+    app.add_middleware(RequestContext)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics(request: Request) -> PlainTextResponse:

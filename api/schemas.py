@@ -61,7 +61,8 @@ def poll_after_seconds(record: JobRecord, now_ms: int) -> int:
 
 async def accepted(store: JobStore, presenter: JobPresenter, enqueued: Enqueued) -> JSONResponse:
     """The 202 answer to an enqueueing POST, flagged when an Idempotency-Key replayed it."""
-    record = await store.get(enqueued.job_id)
+    # A new job's record comes back from the enqueue; only a replay reads it again.
+    record = enqueued.record or await store.get(enqueued.job_id)
     headers = {"Location": f"/v1/jobs/{enqueued.job_id}", "Retry-After": "1"}
     if enqueued.replayed:
         headers["Idempotent-Replayed"] = "true"

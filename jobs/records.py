@@ -194,10 +194,14 @@ class JobRecord:
 
 @dataclass(frozen=True, slots=True)
 class Enqueued:
-    """What `JobStore.create` did: made a new job, or found the one an Idempotency-Key names."""
+    """What `JobStore.create` did: made a new job, or found the one an Idempotency-Key names.
+
+    `record` is the new job's record as written (no second read needed); None on a replay.
+    """
 
     job_id: str
     replayed: bool
+    record: JobRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +273,8 @@ class JobStore:
         replay_of: str | None = None,
         job_id: str | None = None,
     ) -> Enqueued:
-        """Write the record and enqueue its arq job in one round trip.
+        """Write the record and enqueue its arq job in one round trip (the new record is
+        returned with it).
 
         With an `idempotency_key` already used by this account, no job is made:
         the earlier job is returned (`replayed=True`) when the fingerprint matches,
@@ -280,11 +285,11 @@ class JobStore:
         arq_payload = json.dumps(
             {"t": None, "f": kind, "a": [job_id], "k": {}, "et": created}, separators=(",", ":")
         )
+        args_json = json.dumps(args, separators=(",", ":"))
         fields: list[str | int] = [
             "id", job_id, "kind", kind, "account", account, "state", JobState.QUEUED.value,
             "attempt", 0, "max_attempts", self.settings.job_max_tries, "progress", "0",
-            "created_at", created, "updated_at", created,
-            "args", json.dumps(args, separators=(",", ":")),
+            "created_at", created, "updated_at", created, "args", args_json,
         ]  # fmt: skip
         if request_id:
             fields += ["request_id", request_id]
@@ -323,9 +328,17 @@ class JobStore:
             raise Conflict(f"this dead letter was already replayed as {found}", replayed_as=found)
         if status == "not_dead":
             raise NotFound("no such dead letter")
-        if status == "created":
-            metrics.JOBS_ENQUEUED.labels(kind).inc()
-        return Enqueued(job_id=found, replayed=status == "replayed")
+        if status != "created":
+            return Enqueued(job_id=found, replayed=status == "replayed")
+        metrics.JOBS_ENQUEUED.labels(kind).inc()
+        # Exactly what the script wrote, so answering the POST needs no second round trip.
+        record = JobRecord(
+            id=job_id, kind=kind, account=account, state=JobState.QUEUED, attempt=0,
+            max_attempts=self.settings.job_max_tries, created_at=created, updated_at=created,
+            args=json.loads(args_json), request_id=request_id or None,
+            replay_of=replay_of or None,
+        )  # fmt: skip
+        return Enqueued(job_id=job_id, replayed=False, record=record)
 
     async def get(self, job_id: str) -> JobRecord | None:
         """The record, or None when it never existed or has expired."""
@@ -445,6 +458,7 @@ class JobStore:
         orphan_only: bool = False,
         owner: str | None = None,
         undo_try: bool = False,
+        outbox: bool = True,
         **fields: Any,
     ) -> bool:
         """Record an attempt's outcome; False when the record was missing or already final.
@@ -452,6 +466,8 @@ class JobStore:
         `owner`: apply only while that worker still runs the job (a worker declared dead
         must not overwrite its successor). `orphan_only`: apply only if arq holds no job.
         `undo_try`: the run was handed back unfinished, so arq's try count is decremented.
+        `outbox=False`: a succeeded job of a kind without webhook events skips the outbox (a
+        failed one always goes there, for its failure alert).
         """
         pairs: list[str | int] = []
         for name, value in fields.items():
@@ -469,7 +485,8 @@ class JobStore:
             args=[
                 record.id, state.value, now_ms(),
                 json.dumps(attempt_entry) if attempt_entry else "",
-                self.retention_s, due_ms or 0, guard, "1" if undo_try else "", *pairs,
+                self.retention_s, due_ms or 0, guard, "1" if undo_try else "",
+                "1" if outbox else "", *pairs,
             ],
         )  # fmt: skip
         return bool(done)

@@ -174,6 +174,9 @@ async def _supervise(deps: WorkerDeps, kind: JobKind, record: JobRecord, owner: 
     if exc is not None:
         await _record_failure(deps, record, started, exc, owner)
         return
+    # Imported here: jobs.webhooks imports jobs.views, which imports the kinds, which import us.
+    from jobs.webhooks import EVENT_KINDS
+
     entry = _attempt_entry(record, started, "succeeded")
     done_ok = await deps.store.finish(
         record,
@@ -184,6 +187,8 @@ async def _supervise(deps: WorkerDeps, kind: JobKind, record: JobRecord, owner: 
         progress=1.0,
         stage=None,
         error=None,
+        # Only kinds with webhook events need the publisher (3 round trips per job).
+        outbox=record.kind in EVENT_KINDS,
     )
     if not done_ok:
         _lost_lease(record)

@@ -67,7 +67,7 @@ class DocumentPublic(BaseModel):
     latest_analysis: LatestAnalysis | None = None
 
 
-def get_documents(request: Request) -> Documents:
+async def get_documents(request: Request) -> Documents:
     return request.app.state.documents
 
 

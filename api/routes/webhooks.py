@@ -49,7 +49,7 @@ class DeliveryPublic(BaseModel):
     attempts: list[dict[str, Any]]
 
 
-def get_webhooks(request: Request) -> WebhookStore:
+async def get_webhooks(request: Request) -> WebhookStore:
     return request.app.state.webhooks
 
 

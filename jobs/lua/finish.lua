@@ -7,7 +7,8 @@
 --       5 retention s, 6 due ms (retrying/queued), 7 guard: '' none; 'orphan': only when
 --       arq holds no job for it; otherwise a worker id that must still own the run,
 --       8 undo arq's try count ('1' for a run handed back at shutdown),
---       9.. field/value pairs
+--       9 '1': put a succeeded job on the outbox (kinds with webhook events; a failed job
+--       always goes there, for its event or its failure alert), 10.. field/value pairs
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
@@ -28,7 +29,7 @@ if state == 'retrying' and redis.call('HEXISTS', KEYS[1], 'cancel_requested_at')
   state = 'cancelled'
 end
 local fields = {'state', state, 'updated_at', now}
-for i = 9, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
 if ARGV[4] ~= '' and redis.call('LLEN', KEYS[2]) > 0 then
   redis.call('LSET', KEYS[2], -1, ARGV[4])
@@ -50,8 +51,10 @@ redis.call('ZREM', KEYS[5], id)
 redis.call('ZREM', KEYS[3], id)
 redis.call('ZREM', KEYS[11], id)
 if state == 'succeeded' or state == 'failed' then
-  -- The outbox: the webhook publisher turns this into an event.
-  redis.call('RPUSH', 'lr:outbox', id)
+  -- The outbox: the webhook publisher turns this into an event (or a failure alert).
+  if state == 'failed' or ARGV[9] == '1' then
+    redis.call('RPUSH', 'lr:outbox', id)
+  end
   local minute = 'lr:stats:' .. math.floor(tonumber(now) / 60000)
   redis.call('HINCRBY', minute, state, 1)
   redis.call('EXPIRE', minute, 7200)
