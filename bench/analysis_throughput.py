@@ -582,6 +582,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--delay", type=float, default=1.0, help="the fake's answer time (s)")
     parser.add_argument("--only", choices=("ours", "celery"))
+    parser.add_argument(
+        "--our-configs",
+        nargs="+",
+        default=[f"{w}/{a}" for w, a in OUR_CONFIGS],
+        help="our WORKER_CONCURRENCY/ANALYSIS_CONCURRENCY pairs (default: 200/200 20/8)",
+    )
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--celery-reps", type=int, help="Celery runs (default: --reps)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -618,7 +624,8 @@ def main() -> None:
         log(f"redis {redis_server.url}, S3 {s3_server.url}, fake Claude {fake.url}")
         for rep in range(1, max(args.reps, celery_reps) + 1):
             if args.only != "celery" and rep <= args.reps:
-                for worker_concurrency, analysis_concurrency in OUR_CONFIGS:
+                for config in args.our_configs:
+                    worker_concurrency, analysis_concurrency = map(int, config.split("/"))
                     runs.append(
                         run_ours(stack, args.jobs, worker_concurrency, analysis_concurrency, rep)
                     )

@@ -18,6 +18,13 @@ and the load generator, which enqueues with `.delay(...)` and waits for every re
 
     bench/.venv-celery/bin/python -m bench.celery_recipe --jobs 200 --text-file PATH
 
+For the drain-rate and latency benchmarks, the same app has two trivial tasks: `noop`
+(one `INCR bench:done`) and `mark` (push the wall-clock time it started on `bench:marks`),
+and the generator two more modes: `--noop N` enqueues N `noop` tasks and exits;
+`--probes K --gap-min A --gap-max B` sends K `mark` tasks one at a time on an idle system
+(each after the previous one started, plus a random gap) and prints each enqueue time with
+its start time.
+
 Environment: `CELERY_BROKER_URL`, `CELERY_RESULT_BACKEND`, `ANTHROPIC_BASE_URL`,
 `ANTHROPIC_API_KEY`, `ANALYSIS_MODEL`, `ANALYSIS_MAX_TOKENS`. With `BENCH_TIMES_URL` set,
 the task also appends `{"pid", "started", "finished"}` (epoch seconds) to the Redis list
@@ -30,6 +37,7 @@ import argparse
 import json
 import logging
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -43,6 +51,8 @@ logger = logging.getLogger(__name__)
 
 TIMES_KEY = os.getenv("BENCH_TIMES_KEY", "bench:celery:times")
 ENQUEUED_KEY = "bench:celery:enqueued"
+DONE_KEY = "bench:done"
+MARKS_KEY = "bench:marks"
 
 celery_app = Celery(
     "app",
@@ -108,6 +118,50 @@ def analyze_user_document(self: Any, document_text: str) -> str | None:
     return analysis
 
 
+@celery_app.task
+def noop() -> None:
+    """The trivial job of the drain-rate benchmark: one INCR."""
+    times = _times_client()
+    if times is not None:
+        times.incr(DONE_KEY)
+
+
+@celery_app.task
+def mark() -> None:
+    """The latency probe: push the wall-clock time it started."""
+    started = time.time()
+    times = _times_client()
+    if times is not None:
+        times.rpush(MARKS_KEY, repr(started))
+
+
+def enqueue_noops(jobs: int) -> dict[str, Any]:
+    """Enqueue `jobs` trivial tasks and return at once."""
+    clock = time.monotonic()
+    for _ in range(jobs):
+        noop.delay()
+    return {"enqueued": jobs, "seconds": time.monotonic() - clock}
+
+
+def probe_latency(probes: int, gap_min: float, gap_max: float, timeout_s: float) -> dict:
+    """Send `probes` `mark` tasks one at a time; each after the previous one started and a
+    random gap in [gap_min, gap_max] s, so every one meets an idle worker."""
+    times = _times_client()
+    assert times is not None, "BENCH_TIMES_URL is needed"
+    times.delete(MARKS_KEY)
+    rng = random.Random(1)
+    samples = []
+    for _ in range(probes):
+        time.sleep(rng.uniform(gap_min, gap_max))
+        sent = time.time()
+        mark.delay()
+        answer = times.blpop([MARKS_KEY], timeout=timeout_s)
+        if answer is None:
+            raise TimeoutError(f"a probe did not start within {timeout_s:g}s")
+        samples.append([sent, float(answer[1])])
+    return {"samples": samples}
+
+
 def generate_load(jobs: int, text: str, timeout_s: float) -> dict[str, Any]:
     """Enqueue `jobs` tasks, say so in Redis, then wait (bounded) for every result."""
     results = [analyze_user_document.delay(text) for _ in range(jobs)]
@@ -141,10 +195,21 @@ def generate_load(jobs: int, text: str, timeout_s: float) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=200)
-    parser.add_argument("--text-file", type=Path, required=True)
+    parser.add_argument("--text-file", type=Path)
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--noop", type=int, help="only enqueue this many `noop` tasks")
+    parser.add_argument("--probes", type=int, help="only send this many latency probes")
+    parser.add_argument("--gap-min", type=float, default=0.05)
+    parser.add_argument("--gap-max", type=float, default=0.25)
     args = parser.parse_args()
-    summary = generate_load(args.jobs, args.text_file.read_text(), args.timeout)
+    if args.noop is not None:
+        summary = enqueue_noops(args.noop)
+    elif args.probes is not None:
+        summary = probe_latency(args.probes, args.gap_min, args.gap_max, min(args.timeout, 30))
+    elif args.text_file is None:
+        parser.error("--text-file is needed to enqueue analyses")
+    else:
+        summary = generate_load(args.jobs, args.text_file.read_text(), args.timeout)
     json.dump(summary, sys.stdout)
     sys.stdout.write("\n")
 

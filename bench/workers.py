@@ -3,10 +3,14 @@
 - `OurWorkerSettings`: this service's worker (`jobs.worker.settings_class`) with one
   job kind, `bench.sleep`; its settings are read from the environment when arq starts it.
 - `PlainArqWorkerSettings`: arq 0.28 at its defaults (JSON instead of pickle, the queue
-  from `QUEUE_NAME`), with one function, `bench_sleep`.
+  from `QUEUE_NAME`), with `bench_sleep`, `bench_noop` and `bench_mark`.
+- `TunedArqWorkerSettings`: the same, tuned for throughput and latency: `max_jobs=100`,
+  `poll_delay=ARQ_TUNED_POLL_S`.
 
-Both record every start of a job as `{"pid", "at"}` (wall clock) on the Redis list
-`bench:started:<job id>`, then sleep, so the benchmark sees which process ran it and when.
+`bench.sleep`/`bench_sleep` record every start of a job as `{"pid", "at"}` (wall clock) on
+the Redis list `bench:started:<job id>`, then sleep, so the benchmark sees which process ran
+it and when. `bench.noop`/`bench_noop` (the trivial job of the drain-rate benchmark) only
+`INCR bench:done`; `bench_mark` pushes the wall-clock time it started on `bench:marks`.
 Nothing here reads the environment at import time.
 """
 
@@ -24,8 +28,16 @@ from arq.constants import default_queue_name
 from jobs.runner import JobKind, JobRun
 
 OUR_KIND = "bench.sleep"
+OUR_NOOP_KIND = "bench.noop"
 PLAIN_FUNCTION = "bench_sleep"
+PLAIN_NOOP = "bench_noop"
+PLAIN_MARK = "bench_mark"
 STARTED_PREFIX = "bench:started:"
+DONE_KEY = "bench:done"
+MARKS_KEY = "bench:marks"
+# "Tuned" arq: as many jobs at once as our side gets, and a short poll.
+ARQ_TUNED_MAX_JOBS = 100
+ARQ_TUNED_POLL_S = 0.01
 
 
 def started_key(job_id: str) -> str:
@@ -61,7 +73,25 @@ async def bench_sleep(ctx: dict[str, Any], seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
-BENCH_KINDS: tuple[JobKind, ...] = (JobKind(OUR_KIND, our_sleep),)
+async def our_noop(run: JobRun, args: dict[str, Any]) -> None:
+    """Handler of `bench.noop`: the trivial job, one INCR."""
+    await run.deps.redis.incr(DONE_KEY)
+
+
+async def bench_noop(ctx: dict[str, Any]) -> None:
+    """The plain-arq trivial job: one INCR."""
+    await ctx["redis"].incr(DONE_KEY)
+
+
+async def bench_mark(ctx: dict[str, Any]) -> None:
+    """The plain-arq latency probe: push the wall-clock time it started."""
+    await ctx["redis"].rpush(MARKS_KEY, repr(time.time()))
+
+
+BENCH_KINDS: tuple[JobKind, ...] = (
+    JobKind(OUR_KIND, our_sleep),
+    JobKind(OUR_NOOP_KIND, our_noop),
+)
 
 
 def our_settings_class() -> type:
@@ -73,17 +103,19 @@ def our_settings_class() -> type:
     return settings_class(load_settings(_env_file=None), BENCH_KINDS)
 
 
-def plain_arq_settings_class() -> type:
-    """arq's defaults, except JSON for jobs; the queue comes from `QUEUE_NAME`."""
+def plain_arq_settings_class(**tuning: Any) -> type:
+    """arq's defaults, except JSON for jobs and any `tuning`; the queue comes from
+    `QUEUE_NAME`."""
 
     # A flat class, as arq reads it (`__dict__`, so no inherited attributes and no
     # staticmethod wrappers): everything not named here is arq's default.
     options: dict[str, Any] = {
-        "functions": [bench_sleep],
+        "functions": [bench_sleep, bench_noop, bench_mark],
         "redis_settings": RedisSettings.from_dsn(os.environ["REDIS_URL"]),
         "queue_name": os.environ.get("QUEUE_NAME", default_queue_name),
         "job_serializer": json_dumps,
         "job_deserializer": json_loads,
+        **tuning,
     }
     return type("PlainArqWorkerSettings", (), options)
 
@@ -94,4 +126,6 @@ def __getattr__(name: str) -> Any:
         return our_settings_class()
     if name == "PlainArqWorkerSettings":
         return plain_arq_settings_class()
+    if name == "TunedArqWorkerSettings":
+        return plain_arq_settings_class(max_jobs=ARQ_TUNED_MAX_JOBS, poll_delay=ARQ_TUNED_POLL_S)
     raise AttributeError(name)

@@ -1,0 +1,273 @@
+"""What the newer benchmarks share: child processes stopped by their pid, CPU from /proc,
+environments without the service's settings, medians with min-max, and the machine's state.
+
+Every process started through `Children` runs in its own session (process group), binds
+127.0.0.1, and is ended by its pid (SIGTERM to its group, then SIGKILL) when the benchmark
+ends, also on failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+OUR_BIN = Path(sys.executable).parent
+CELERY_BIN = ROOT / "bench" / ".venv-celery" / "bin"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+STOP_GRACE_S = 15.0
+
+
+def log(message: str) -> None:
+    """Progress goes to stderr; tables go to stdout."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Median, min and max (and how many) of some repetitions."""
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) by linear interpolation between closest ranks."""
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float) -> Any:
+    """Poll until `predicate` returns something truthy; TimeoutError at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+def service_free_env(extra: dict[str, str]) -> dict[str, str]:
+    """This process's environment without any of the service's settings (so a child sees
+    the defaults), plus `extra` and PYTHONPATH=the repository."""
+    from jobs.settings import Settings
+
+    names = {name.upper() for name in Settings.model_fields}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.upper() not in names and not k.startswith(("CELERY_", "BENCH_", "VIRTUAL_ENV"))
+    }
+    env.update(extra)
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+@dataclass
+class Children:
+    """The processes a benchmark started; `stop_all` ends every one still running."""
+
+    log_dir: Path
+    started: list[subprocess.Popen] = field(default_factory=list)
+
+    def start(self, args: list[str], env: dict[str, str], name: str) -> subprocess.Popen:
+        """Start `args` in its own session, output to `<log_dir>/<name>.log`."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path(name), "wb") as out:
+            proc = subprocess.Popen(
+                args,
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.started.append(proc)
+        return proc
+
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        """SIGTERM the process group we started, SIGKILL it after a grace period."""
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(STOP_GRACE_S)
+            except subprocess.TimeoutExpired:
+                log(f"pid {proc.pid} ignored SIGTERM for {STOP_GRACE_S:g}s; killing it")
+            except ProcessLookupError:
+                pass
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # its children too, if any outlived it
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            log(f"pid {proc.pid} still there 10 s after SIGKILL")
+        if proc in self.started:
+            self.started.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in list(self.started):
+            self.stop(proc)
+
+    def check_alive(self, proc: subprocess.Popen, what: str) -> None:
+        """Raise with the tail of its log when the process has exited."""
+        if proc.poll() is not None:
+            name = next((p.name for p in self.log_dir.glob("*.log")), "")
+            raise RuntimeError(f"{what} (pid {proc.pid}) exited with {proc.returncode}; {name}")
+
+
+def _stat_fields(stat: str) -> tuple[int, float]:
+    """(process group, CPU seconds so far) from a /proc/<pid>/stat line."""
+    rest = stat.rsplit(")", 1)[1].split()
+    return int(rest[2]), (int(rest[11]) + int(rest[12])) / CLOCK_TICKS
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) one live process has used so far (Linux /proc)."""
+    try:
+        return _stat_fields(Path(f"/proc/{pid}/stat").read_text())[1]
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def group_cpu_s(pgid: int) -> float:
+    """CPU seconds the live processes of a process group have used so far (Linux /proc)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            pgrp, cpu = _stat_fields((entry / "stat").read_text())
+        except (OSError, IndexError, ValueError):
+            continue
+        if pgrp == pgid:
+            total += cpu
+    return total
+
+
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy (all cores, not idle or iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
+@dataclass
+class MachineMeter:
+    """How busy the whole machine was between `start()` and `read()`: CPU seconds of all
+    cores, the share of its capacity, and the 1-minute load average at each end."""
+
+    started_busy: float = 0.0
+    started_at: float = 0.0
+    load_before: float = 0.0
+
+    def start(self) -> MachineMeter:
+        self.started_busy = machine_busy_s()
+        self.started_at = time.monotonic()
+        self.load_before = os.getloadavg()[0]
+        return self
+
+    def read(self, ours_cpu_s: float = 0.0) -> dict[str, float]:
+        """`other_cpu_s`: what the machine used beyond `ours_cpu_s` (the processes measured)."""
+        busy = machine_busy_s() - self.started_busy
+        span = max(1e-6, time.monotonic() - self.started_at)
+        return {
+            "span_s": round(span, 2),
+            "machine_cpu_s": round(busy, 2),
+            "machine_busy_share": round(busy / (span * (os.cpu_count() or 1)), 3),
+            "other_cpu_s": round(max(0.0, busy - ours_cpu_s), 2),
+            "loadavg_1m_before": round(self.load_before, 2),
+            "loadavg_1m_after": round(os.getloadavg()[0], 2),
+        }
+
+
+def git_state() -> dict[str, Any]:
+    """The commit measured, and uncommitted changes to the service's code (other people edit
+    it while benchmarks run; a worker imports whatever is on disk when it starts)."""
+
+    def git(*args: str) -> str:
+        answer = subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False
+        )
+        return answer.stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "dirty": git("status", "--porcelain", "--", "jobs", "api").splitlines(),
+    }
+
+
+def package_versions(*names: str) -> dict[str, str]:
+    """Installed versions in this interpreter's environment, plus Python and redis-server."""
+    found: dict[str, str] = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = "not installed"
+    found["python"] = platform.python_version()
+    answer = subprocess.run(
+        ["redis-server", "--version"], capture_output=True, text=True, timeout=10, check=False
+    )
+    found["redis-server"] = answer.stdout.split(" v=")[-1].split()[0] if answer.stdout else "?"
+    return found
+
+
+def celery_versions() -> dict[str, str] | None:
+    """Versions in the Celery recipe's own virtualenv, or None when it is missing."""
+    if not (CELERY_BIN / "python").exists():
+        return None
+    code = (
+        "import json, platform; from importlib.metadata import version; "
+        "v = {n: version(n) for n in ('celery', 'kombu', 'billiard', 'redis', 'anthropic')}; "
+        "v['python'] = platform.python_version(); print(json.dumps(v))"
+    )
+    answer = subprocess.run(
+        [str(CELERY_BIN / "python"), "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(answer.stdout)
+
+
+def machine() -> dict[str, Any]:
+    """The host, and that it is shared."""
+    return {
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "loadavg_at_start": [round(v, 2) for v in os.getloadavg()],
+        "note": f"{os.cpu_count()} cores, shared with other engineers' test and chaos runs; "
+        "every figure runs the system under test, Redis and the load generator on them",
+    }
+
+
+def write_json(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
