@@ -5,7 +5,9 @@ The archive is written with a multipart upload as it is built (parts of
 the export. Its key is fixed by the job (`exports/<account>/<job id>.<ext>`), so
 a rerun replaces it. A failure, a cancellation or the soft time limit aborts
 the upload, and a rerun first aborts the upload an earlier, crashed attempt
-left behind: no partial archive is ever visible and no parts are orphaned.
+left behind; when S3 itself is down at that moment, a janitor in every worker
+aborts it later, once the job has ended: no partial archive is ever visible and
+no parts are orphaned.
 
 `zip` holds `documents/<id>.json` and `manifest.json` (SHA-256 per entry);
 `ndjson` is gzip-compressed JSON lines, one document per line.
@@ -17,7 +19,9 @@ import asyncio
 import gzip
 import hashlib
 import json
+import logging
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,7 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from jobs import metrics
 from jobs.documents import Documents, analysis_key, user_prefix
 from jobs.errors import NotFound
-from jobs.records import PREFIX, JobStore, rfc3339
+from jobs.records import PREFIX, JobStore, record_key, rfc3339
 from jobs.runner import JobKind, JobRun
 from jobs.storage import Storage, translate_s3_error
 from jobs.zipstream import ZipStream
@@ -41,6 +45,9 @@ FETCH_CONCURRENCY = 16
 
 def export_key(account: str, job_id: str, fmt: str) -> str:
     return f"exports/{account}/{job_id}.{FORMATS[fmt][0]}"
+
+
+log = logging.getLogger("jobs.exports")
 
 
 def upload_marker_key(job_id: str) -> str:
@@ -151,6 +158,29 @@ async def abort_upload(storage: Storage, key: str, upload_id: str) -> None:
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") not in ("NoSuchUpload", "404"):
             raise translate_s3_error(exc, f"abort {key}") from exc
+    except BotoCoreError as exc:
+        raise translate_s3_error(exc, f"abort {key}") from exc
+
+
+async def abort_stale_uploads(storage: Storage, store: JobStore) -> int:
+    """Abort the open uploads under `exports/` whose job has ended, or whose record is
+    gone and which are over an hour old: the ones an attempt could not abort because
+    S3 was down, or that a crash left before their marker was written."""
+    aborted = 0
+    paginator = storage.client.get_paginator("list_multipart_uploads")
+    async for page in paginator.paginate(Bucket=storage.bucket, Prefix="exports/"):
+        for upload in page.get("Uploads", []):
+            key = upload["Key"]
+            job_id = key.rsplit("/", 1)[-1].split(".", 1)[0]
+            state = await store.redis.hget(record_key(job_id), "state")
+            if state is None:
+                if time.time() - upload["Initiated"].timestamp() < 3600:
+                    continue
+            elif state not in (b"succeeded", b"failed", b"cancelled"):
+                continue  # its job may still run, and aborts it itself
+            await abort_upload(storage, key, upload["UploadId"])
+            aborted += 1
+    return aborted
 
 
 async def user_document_keys(storage: Storage, account: str, user_id: str) -> AsyncIterator[str]:
@@ -249,8 +279,15 @@ async def build_export(run: JobRun, args: dict[str, Any]) -> dict[str, Any]:
         count = await _write_archive(run, upload, fmt, user_id, total, args)
         await upload.complete()
     except BaseException:
-        await asyncio.shield(upload.abort())
-        await deps.redis.delete(marker)
+        try:
+            await asyncio.shield(upload.abort())
+        except Exception:
+            # S3 may be why we are here: keep the marker, so the next attempt (or the
+            # janitor, once the job has ended) aborts this upload. The job's own error
+            # stays the one that counts.
+            log.warning("could not abort the upload of %s", key, exc_info=True)
+        else:
+            await deps.redis.delete(marker)
         raise
     await deps.redis.delete(marker)
     return {

@@ -28,7 +28,7 @@ from jobs.analysis import ANALYSIS, create_claude_client
 from jobs.canary import CANARY
 from jobs.clients import REDIS_RETRY_ON, json_dumps, json_loads, redis_retry
 from jobs.deps import WorkerDeps
-from jobs.exports import EXPORT
+from jobs.exports import EXPORT, abort_stale_uploads
 from jobs.health import refresh_queue_gauges
 from jobs.leases import keep_beating, keep_reaping
 from jobs.logs import configure_logging
@@ -105,7 +105,16 @@ def _startup(settings: Settings, kinds: Sequence[JobKind]) -> Hook:
                     )
                 ),
                 asyncio.create_task(keep_publishing(deps)),
-                asyncio.create_task(keep_refreshing_gauges(deps.redis, settings)),
+                asyncio.create_task(
+                    every(5, "queue gauges", lambda: refresh_queue_gauges(deps.redis, settings))
+                ),
+                asyncio.create_task(
+                    every(
+                        settings.reconcile_interval_seconds * 6,
+                        "stale export uploads",
+                        lambda: abort_stale_uploads(deps.storage, deps.store),
+                    )
+                ),
                 asyncio.create_task(
                     keep_reaping(
                         deps.store, settings.worker_lease_seconds, settings.worker_max_crashes
@@ -158,16 +167,16 @@ async def warm_up_storage(storage: Storage) -> None:
         log.debug("S3 warm-up call failed", exc_info=True)
 
 
-async def keep_refreshing_gauges(redis: Any, settings: Settings) -> None:
-    """Keep the worker's queue gauges current for its metrics port."""
+async def every(interval_s: float, what: str, step: Callable[[], Awaitable[object]]) -> None:
+    """Run `step` every `interval_s` until cancelled; a failed step is logged, not fatal."""
     while True:
         try:
-            await refresh_queue_gauges(redis, settings)
+            await step()
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.warning("queue gauges not refreshed", exc_info=True)
-        await asyncio.sleep(5)
+            log.warning("%s: pass failed; will try again", what, exc_info=True)
+        await asyncio.sleep(interval_s)
 
 
 def worker_options(settings: Settings, kinds: Sequence[JobKind]) -> dict[str, Any]:

@@ -153,6 +153,37 @@ async def test_export_survives_s3_being_unreachable_for_a_while(settings, client
     assert objects == [f"exports/acme/{job['id']}.zip"] and uploads == []
 
 
+async def test_s3_outage_mid_upload_stays_transient_and_leaves_no_open_upload(
+    settings, client, redis, s3_server
+):
+    # The outage starts after the upload did, so aborting it fails too: that must not turn
+    # the attempt's transient error into a permanent one, and the upload must still go.
+    docs = await add_documents(client, "u-midway", 30)
+    proxy = Proxy(target_port=s3_server.port).start()
+    try:
+        via_proxy = settings.model_copy(update={"s3_endpoint_url": proxy.url})
+        async with api_client(via_proxy) as proxied, running_worker(via_proxy):
+            proxy.delay_s = 0.05
+            job = await export(proxied, "u-midway", "zip")
+            await eventually(lambda: redis.exists(f"lr:export-upload:{job['id']}"), timeout=30)
+            proxy.set_down(True)
+
+            async def failed_once():
+                j = (await proxied.get(f"/v1/jobs/{job['id']}", headers=ACME)).json()
+                return j if j["attempts"] and j["attempts"][0].get("error") else None
+
+            seen = await eventually(failed_once)
+            proxy.delay_s = 0.0
+            proxy.set_down(False)
+            done = await finished(proxied, job["id"])
+    finally:
+        proxy.stop()
+    assert seen["attempts"][0]["error"]["type"] == "s3_unavailable"
+    assert done["state"] == "succeeded" and done["result"]["documents"] == len(docs)
+    objects, uploads = await s3_state(settings)
+    assert objects == [f"exports/acme/{job['id']}.zip"] and uploads == []
+
+
 async def test_cancel_during_export_leaves_no_object_and_no_open_upload(
     settings, client, redis, s3_server
 ):
