@@ -16,7 +16,6 @@ from redis.asyncio import Redis
 
 from jobs.records import (
     ACTIVE_KEY,
-    ARQ_IN_PROGRESS_PREFIX,
     ARQ_JOB_PREFIX,
     PREFIX,
     JobRecord,
@@ -55,9 +54,11 @@ def orphan_error(record: JobRecord, known_kinds: Collection[str]) -> dict[str, o
 
 
 async def _orphans(redis: Redis, ids: list[str]) -> list[str]:
+    # arq deletes its job only after the record holds the outcome; an unfinished record
+    # without an arq job was dropped, even if a claim key outlives it.
     async with redis.pipeline(transaction=False) as pipe:
         for job_id in ids:
-            pipe.exists(ARQ_JOB_PREFIX + job_id, ARQ_IN_PROGRESS_PREFIX + job_id)
+            pipe.exists(ARQ_JOB_PREFIX + job_id)
         present = await pipe.execute()
     return [job_id for job_id, n in zip(ids, present, strict=True) if n == 0]
 

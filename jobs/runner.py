@@ -178,18 +178,24 @@ async def _supervise(deps: WorkerDeps, kind: JobKind, record: JobRecord, owner: 
     from jobs.webhooks import EVENT_KINDS
 
     entry = _attempt_entry(record, started, "succeeded")
-    done_ok = await deps.store.finish(
-        record,
-        JobState.SUCCEEDED,
-        owner=owner,
-        attempt_entry=entry,
-        result=handler.result(),
-        progress=1.0,
-        stage=None,
-        error=None,
-        # Only kinds with webhook events need the publisher (3 round trips per job).
-        outbox=record.kind in EVENT_KINDS,
-    )
+    try:
+        done_ok = await deps.store.finish(
+            record,
+            JobState.SUCCEEDED,
+            owner=owner,
+            attempt_entry=entry,
+            result=handler.result(),
+            progress=1.0,
+            stage=None,
+            error=None,
+            # Only kinds with webhook events need the publisher (3 round trips per job).
+            outbox=record.kind in EVENT_KINDS,
+        )
+    except Exception as exc:
+        # A result that cannot be stored (not JSON), or Redis gone for longer than its
+        # retries: the attempt fails like any other, so its record never stays `running`.
+        await _record_failure(deps, record, started, exc, owner)
+        return
     if not done_ok:
         _lost_lease(record)
     metrics.JOBS_SUCCEEDED.labels(kind.name).inc()

@@ -55,3 +55,39 @@ async def test_reconciler_leaves_live_jobs_alone(settings, redis, client):
 async def _succeeded(store, job_id):
     job = await store.get(job_id)
     return job if job.state == "succeeded" else None
+
+
+async def test_job_whose_result_cannot_be_stored_fails_instead_of_staying_running(
+    settings, redis, client
+):
+    store = JobStore(redis, settings)
+    job_id = (await store.create(kind="test.unstorable", account="acme", args={})).job_id
+    async with running_worker(settings):
+        dead = await dead_letter(client, job_id)
+    assert dead["error"]["type"] == "internal_error" and "JSON" in dead["error"]["message"]
+    assert [a["outcome"] for a in dead["attempts"]] == ["failed"]
+
+
+async def test_running_job_that_arq_dropped_is_failed_while_its_worker_still_beats(
+    settings, redis, client
+):
+    # A run that raised before its outcome was recorded: arq deleted its job, the record
+    # says running on a worker that is alive and beating.
+    store = JobStore(redis, settings)
+    job_id = (await store.create(kind="test.sleepy", account="acme", args={})).job_id
+    await store.beat("live-w", settings.claim_ttl_ms)
+    await store.mark_started(job_id, "test.sleepy", 1, "live-w")
+    await redis.delete(f"arq:job:{job_id}")
+    await redis.zrem(settings.queue_name, job_id)
+    await redis.set(f"arq:in-progress:{job_id}", 1, px=settings.claim_ttl_ms)
+
+    async def failed_while_beating():
+        await store.beat("live-w", settings.claim_ttl_ms)
+        job = await store.get(job_id)
+        return job if job.state.finished else None
+
+    async with running_worker(settings):
+        job = await eventually(failed_while_beating, timeout=30)
+    assert job.state == "failed" and job.error["type"] == "job_lost"
+    assert (await dead_letter(client, job_id))["id"] == job_id
+    assert not await redis.sismember("lr:worker:live-w:jobs", job_id)

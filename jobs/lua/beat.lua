@@ -8,6 +8,12 @@ if redis.call('EXISTS', KEYS[3]) == 1 then
 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  redis.call('SET', 'arq:in-progress:' .. id, '1', 'PX', ARGV[3])
+  if redis.call('EXISTS', 'arq:job:' .. id) == 1 then
+    redis.call('SET', 'arq:in-progress:' .. id, '1', 'PX', ARGV[3])
+  else
+    -- arq dropped it (its run raised before the outcome was recorded): stop claiming it,
+    -- so the reconciler can finish its record.
+    redis.call('SREM', KEYS[2], id)
+  end
 end
 return 'ok'

@@ -18,7 +18,7 @@ if current == 'succeeded' or current == 'failed' or current == 'cancelled' then
 end
 local owner = redis.call('HGET', KEYS[1], 'worker')
 if ARGV[7] == 'orphan' then
-  if redis.call('EXISTS', KEYS[8]) == 1 or redis.call('EXISTS', KEYS[9]) == 1 then
+  if redis.call('EXISTS', KEYS[8]) == 1 then
     return 0
   end
 elseif ARGV[7] ~= '' and (current ~= 'running' or owner ~= ARGV[7]) then

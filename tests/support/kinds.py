@@ -65,11 +65,17 @@ async def crash_bug(run: JobRun, args: dict[str, Any]) -> dict[str, Any]:
     raise KeyError("missing")
 
 
+async def unstorable(run: JobRun, args: dict[str, Any]) -> Any:
+    """Returns a result that is not JSON (a bug in a handler)."""
+    return {"when": time}
+
+
 TEST_KINDS: tuple[JobKind, ...] = (
     JobKind("test.flaky", flaky),
     JobKind("test.broken", broken_until_fixed),
     JobKind("test.sleepy", sleepy),
     JobKind("test.bug", crash_bug),
     JobKind("test.suicide", suicide),
+    JobKind("test.unstorable", unstorable),
     *DOMAIN_KINDS,
 )
