@@ -55,8 +55,9 @@ async def reap_once(store: JobStore, lease_s: float, crash_cap: int) -> dict[str
     """Release the jobs of every worker whose lease lapsed; returns job id -> outcome."""
     outcomes: dict[str, str] = {}
     for dead in await store.dead_workers(lease_s):
-        released = await store.reap_worker(dead, crash_cap)
+        # Before the worker is forgotten, so a reaper that dies here finds it again.
         await requeue_outbox(store.redis, dead)
+        released = await store.reap_worker(dead, crash_cap)
         if released:
             log.warning(
                 "worker %s missed its lease; its jobs were handed on",

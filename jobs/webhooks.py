@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -32,6 +33,8 @@ import httpx
 from arq import Retry
 from arq.worker import Function, func
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import WatchError
 from standardwebhooks import Webhook
 from ulid import ULID
 
@@ -299,38 +302,48 @@ class WebhookStore:
             "request_id": request_id or "",
         }
         retention = self.settings.webhook_log_retention_seconds
-        if not await self.redis.hsetnx(delivery_key(delivery_id), "id", delivery_id):
-            return False
+        # The delivery and its first attempt are written in one transaction: a worker that
+        # dies half-way must not leave a delivery that exists but will never be attempted.
         async with self.redis.pipeline(transaction=True) as pipe:
+            await pipe.watch(delivery_key(delivery_id))
+            if await pipe.exists(delivery_key(delivery_id)):
+                return False
+            pipe.multi()
             pipe.hset(delivery_key(delivery_id), mapping=fields)  # type: ignore[arg-type]
             pipe.expire(delivery_key(delivery_id), retention)
             pipe.zadd(endpoint_deliveries_key(endpoint.id), {delivery_id: now})
             pipe.zremrangebyscore(
                 endpoint_deliveries_key(endpoint.id), "-inf", now - retention * 1000
             )
-            await pipe.execute()
-        await self.schedule_attempt(delivery_id, 1, self.settings.webhook_retry_schedule[0])
+            self._queue_attempt(pipe, delivery_id, 1, self.settings.webhook_retry_schedule[0])
+            try:
+                await pipe.execute()
+            except WatchError:
+                return False  # published at the same moment by another worker
         return True
 
     async def schedule_attempt(
         self, delivery_id: str, attempt: int, delay_s: float, manual: bool = False
     ) -> None:
         """Enqueue one delivery attempt as its own arq job, due after `delay_s`."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            self._queue_attempt(pipe, delivery_id, attempt, delay_s, manual)
+            await pipe.execute()
+
+    def _queue_attempt(
+        self, pipe: Pipeline, delivery_id: str, attempt: int, delay_s: float, manual: bool = False
+    ) -> None:
         due = now_ms() + int(delay_s * 1000)
         job_id = f"{delivery_id}:{'m' if manual else ''}{attempt}"
         payload = json.dumps(
             {"t": None, "f": DELIVER, "a": [delivery_id, attempt, manual], "k": {}, "et": due}
         )
         ttl_ms = (int(delay_s) + 7 * 24 * 3600) * 1000
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(f"arq:job:{job_id}", payload, px=ttl_ms)
-            pipe.zadd(self.settings.queue_name, {job_id: due})
-            pipe.zadd(waiting_key(KIND), {job_id: due})
-            pipe.sadd(f"{PREFIX}kinds", KIND)
-            pipe.hset(
-                delivery_key(delivery_id), mapping={"next_attempt_at": due, "state": "pending"}
-            )
-            await pipe.execute()
+        pipe.set(f"arq:job:{job_id}", payload, px=ttl_ms)
+        pipe.zadd(self.settings.queue_name, {job_id: due})
+        pipe.zadd(waiting_key(KIND), {job_id: due})
+        pipe.sadd(f"{PREFIX}kinds", KIND)
+        pipe.hset(delivery_key(delivery_id), mapping={"next_attempt_at": due, "state": "pending"})
 
     async def get_delivery(self, delivery_id: str) -> Delivery | None:
         """The delivery with its attempts, or None (also for a string that is not a
@@ -608,12 +621,17 @@ async def keep_publishing(deps: Any) -> None:
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("webhook publisher failed; will try again")
+            log.exception("webhook publisher failed; the event goes back to the outbox")
+            # Publishing is idempotent per event and endpoint, so trying again is safe.
+            with contextlib.suppress(Exception):
+                await requeue_outbox(redis, deps.worker_id)
+            await asyncio.sleep(1)
             await asyncio.sleep(1)
 
 
 async def requeue_outbox(redis: Redis, worker: str) -> None:
-    """Give a dead worker's half-published events back to the outbox."""
+    """Give a worker's half-published events back to the outbox (a dead worker's, or this
+    one's after a failure or at shutdown)."""
     while await redis.lmove(outbox_processing_key(worker), OUTBOX_KEY, "RIGHT", "LEFT"):
         pass
 

@@ -40,7 +40,7 @@ from jobs.storage import Storage, open_storage
 from jobs.views import JobPresenter
 from jobs.wakeup import install as install_wakeable_poll
 from jobs.wakeup import keep_listening, wake_this_worker
-from jobs.webhooks import WebhookStore, deliver_function, keep_publishing
+from jobs.webhooks import WebhookStore, deliver_function, keep_publishing, requeue_outbox
 
 log = logging.getLogger("jobs.worker")
 
@@ -148,6 +148,8 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
         await asyncio.gather(*ctx.get("background", []), return_exceptions=True)
         deps: WorkerDeps | None = ctx.get("deps")
         if deps is not None:
+            # The publisher may have stopped half-way through an event: give it back.
+            await requeue_outbox(deps.redis, deps.worker_id)
             await deps.redis.zrem(WORKERS_KEY, deps.worker_id)
         stack: AsyncExitStack | None = ctx.get("exit_stack")
         if stack is not None:

@@ -324,3 +324,17 @@ async def test_finished_export_reaches_its_endpoint_with_a_working_download_url(
     }
     async with httpx.AsyncClient() as plain:
         assert (await plain.get(event["data"]["result"]["download_url"])).status_code == 200
+
+
+async def test_event_half_published_when_the_worker_stops_goes_back_to_the_outbox(settings, redis):
+    async with running_worker(settings) as worker:
+
+        async def started():
+            return worker.ctx.get("deps")
+
+        worker_id = (await eventually(started)).worker_id
+        # What the publisher holds while it fans an event out: it has taken it from the
+        # outbox into its own list, and the worker is told to stop right then.
+        await redis.rpush(f"lr:outbox:{worker_id}", "job_half_published")
+    assert await redis.lrange("lr:outbox", 0, -1) == [b"job_half_published"]
+    assert not await redis.exists(f"lr:outbox:{worker_id}")
