@@ -53,9 +53,12 @@ class JobPresenter:
         self.settings = settings
 
     async def resource(self, record: JobRecord) -> dict[str, Any]:
-        shown = job_resource(record)
-        if record.kind == "export" and isinstance(record.result, dict) and "key" in record.result:
-            shown["result"] = await export_view(
-                self.storage, self.settings.export_url_ttl_seconds, record.result
-            )
-        return shown
+        return await self.present(job_resource(record))
+
+    async def present(self, resource: dict[str, Any]) -> dict[str, Any]:
+        """A stored job resource as shown now (an export's result gets a fresh URL)."""
+        result = resource.get("result")
+        if resource.get("kind") == "export" and isinstance(result, dict) and "key" in result:
+            url_ttl_s = self.settings.export_url_ttl_seconds
+            resource = {**resource, "result": await export_view(self.storage, url_ttl_s, result)}
+        return resource

@@ -45,7 +45,7 @@ from jobs.logs import JOB_CONTEXT_VAR, REQUEST_ID_VAR
 from jobs.records import PREFIX, JobRecord, JobState, now_ms, rfc3339, running_key, waiting_key
 from jobs.settings import Settings
 from jobs.ssrf import UnsafeURL, resolve_target
-from jobs.views import JobPresenter
+from jobs.views import JobPresenter, job_resource
 
 log = logging.getLogger("jobs.webhooks")
 
@@ -438,7 +438,7 @@ class AttemptOutcome:
 
 async def attempt_delivery(
     client: httpx.AsyncClient, store: WebhookStore, endpoint: Endpoint, delivery: Delivery,
-    attempt: int,
+    attempt: int, body: str,
 ) -> AttemptOutcome:  # fmt: skip
     """POST the event once, signed afresh with every signing secret; never raises."""
     settings = store.settings
@@ -453,7 +453,7 @@ async def attempt_delivery(
         return AttemptOutcome(entry=entry, success=False)
     moment = datetime.now(UTC)
     signature = " ".join(
-        Webhook(secret).sign(delivery.webhook_id, moment, delivery.body)
+        Webhook(secret).sign(delivery.webhook_id, moment, body)
         for secret in store.signing_secrets(endpoint)
     )
     headers = {
@@ -466,7 +466,7 @@ async def attempt_delivery(
     }
     extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
     request = client.build_request(
-        "POST", target.pinned_url(), content=delivery.body.encode(), headers=headers,
+        "POST", target.pinned_url(), content=body.encode(), headers=headers,
         extensions=extensions,
     )  # fmt: skip
     clock = time.monotonic()
@@ -548,7 +548,8 @@ async def _deliver(deps: Any, delivery_id: str, attempt: int, manual: bool) -> N
     REQUEST_ID_VAR.set(delivery.request_id)
     JOB_CONTEXT_VAR.set({"delivery_id": delivery.id, "account": delivery.account,
                          "endpoint_id": endpoint.id, "attempt": attempt})  # fmt: skip
-    outcome = await attempt_delivery(deps.http, store, endpoint, delivery, attempt)
+    body = await event_body(delivery.body, deps.presenter)
+    outcome = await attempt_delivery(deps.http, store, endpoint, delivery, attempt, body)
     log.info("webhook attempt %d: %s", attempt, outcome.entry["error"] or "delivered",
              extra={"status_code": outcome.entry["status_code"]})  # fmt: skip
     kind = "succeeded" if outcome.success else "gone" if outcome.gone else "failed"
@@ -586,20 +587,28 @@ async def _deliver(deps: Any, delivery_id: str, attempt: int, manual: bool) -> N
     await store.schedule_attempt(delivery.id, attempt + 1, delay)
 
 
-async def publish_job_event(store: WebhookStore, presenter: JobPresenter, record: JobRecord) -> int:
+async def publish_job_event(store: WebhookStore, record: JobRecord) -> int:
     """Publish `<kind>.completed` or `<kind>.failed` for a finished job, once."""
     if record.kind not in EVENT_KINDS:
         return 0
     if record.state not in (JobState.SUCCEEDED, JobState.FAILED):
         return 0
     outcome = "completed" if record.state == JobState.SUCCEEDED else "failed"
+    # Stored as the record has it; each attempt presents it afresh (`event_body`), so an
+    # export's presigned URL is never stored and never stale on a late retry.
     return await store.publish(
-        record.account,
-        f"{record.kind}.{outcome}",
-        f"evt_{record.id}",
-        await presenter.resource(record),
+        record.account, f"{record.kind}.{outcome}", f"evt_{record.id}", job_resource(record),
         record.request_id,
-    )
+    )  # fmt: skip
+
+
+async def event_body(stored: str, presenter: JobPresenter | None) -> str:
+    """The body one attempt sends: the stored event with its job presented now."""
+    event = json.loads(stored)
+    if presenter is None or not isinstance(event.get("data"), dict):
+        return stored
+    event["data"] = await presenter.present(event["data"])
+    return json.dumps(event, separators=(",", ":"))
 
 
 async def keep_publishing(deps: Any) -> None:
@@ -614,7 +623,7 @@ async def keep_publishing(deps: Any) -> None:
                 continue
             record = await deps.store.get(member.decode())
             if record is not None:
-                await publish_job_event(deps.webhooks, deps.presenter, record)
+                await publish_job_event(deps.webhooks, record)
                 if record.state == JobState.FAILED and deps.alerter is not None:
                     await deps.alerter.dead_letter(record)
             await redis.lrem(processing, 1, member)

@@ -324,6 +324,13 @@ async def test_finished_export_reaches_its_endpoint_with_a_working_download_url(
     }
     async with httpx.AsyncClient() as plain:
         assert (await plain.get(event["data"]["result"]["download_url"])).status_code == 200
+    # The delivery keeps the event, never a presigned URL: each attempt presigns its own.
+    redis = hook_client.app.state.redis
+    stored = [
+        await redis.hget(key, "body") async for key in redis.scan_iter("lr:wh:dl:*", _type="HASH")
+    ]
+    stored = [body for body in stored if body]
+    assert stored and not any(b"download_url" in body or b"Signature" in body for body in stored)
 
 
 async def test_event_half_published_when_the_worker_stops_goes_back_to_the_outbox(settings, redis):
