@@ -21,6 +21,7 @@ from collections.abc import Callable
 from redis.asyncio import Redis
 
 from jobs.records import WORKERS_KEY, JobStore
+from jobs.runner import log_dead_letter
 from jobs.webhooks import requeue_outbox
 
 log = logging.getLogger("jobs.leases")
@@ -64,6 +65,10 @@ async def reap_once(store: JobStore, lease_s: float, crash_cap: int) -> dict[str
                 dead,
                 extra={"jobs": released},
             )
+        for job_id, outcome in released.items():
+            record = await store.get(job_id) if outcome == "dead" else None
+            if record is not None and record.error:
+                log_dead_letter(record, record.error)
         outcomes.update(released)
     return outcomes
 

@@ -296,22 +296,27 @@ async def fail_job(
     if done:
         metrics.JOBS_FAILED.labels(record.kind).inc()
         metrics.JOBS_DEAD_LETTERED.labels(record.kind).inc()
-        log.critical(
-            "DEAD LETTER: %s job %s failed for good after %d attempt(s): %s",
-            record.kind,
-            record.id,
-            record.attempt,
-            error.get("message"),
-            extra={
-                "job_id": record.id,
-                "kind": record.kind,
-                "account": record.account,
-                "attempt": record.attempt,
-                "error": error,
-                "arguments": record.args,
-            },
-        )
+        log_dead_letter(record, error)
     return done
+
+
+def log_dead_letter(record: JobRecord, error: dict[str, Any]) -> None:
+    """The CRITICAL line every dead letter gets, with its whole context."""
+    log.critical(
+        "DEAD LETTER: %s job %s failed for good after %d attempt(s): %s",
+        record.kind,
+        record.id,
+        record.attempt,
+        error.get("message"),
+        extra={
+            "job_id": record.id,
+            "kind": record.kind,
+            "account": record.account,
+            "attempt": record.attempt,
+            "error": error,
+            "arguments": record.args,
+        },
+    )
 
 
 def arq_function(kind: JobKind) -> Function:

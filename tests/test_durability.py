@@ -90,6 +90,12 @@ async def test_job_that_always_kills_its_worker_is_dead_lettered_at_the_crash_ca
     dead = (await client.get(f"/v1/dead-letters/{job_id}", headers=ADMIN)).json()
     assert dead["error"]["type"] == "worker_crashed"
     assert await redis.exists(f"arq:job:{job_id}") == 0
+    lines = [json.loads(line) for line in (tmp_path / "last.log").read_text().splitlines()
+             if line.startswith("{")]  # fmt: skip
+    assert any(
+        line["level"] == "CRITICAL" and line.get("job_id") == job_id and line.get("arguments") == {}
+        for line in lines
+    ), "the reaper's dead letter was not logged at CRITICAL with its context"
 
 
 async def _final(store, job_id):
