@@ -493,7 +493,7 @@ class JobStore:
 
     async def cancel(self, record: JobRecord) -> str:
         """Cancel a job: 'cancelled' at once when it was waiting, 'cancelling' when its
-        worker must stop it, or the final state it already had."""
+        worker must stop it, or 'ended:<state>' when it had already ended."""
         answer = await self._cancel(
             keys=[
                 record_key(record.id), waiting_key(record.kind), ACTIVE_KEY,

@@ -57,7 +57,7 @@ async def test_cancelled_running_job_stops_within_a_second_after_its_cleanup(
     assert await redis.exists(f"arq:job:{job_id}") == 0
     assert await redis.zscore("arq:abort", job_id) is None  # arq's abort marker is cleared
     again = await client.post(f"/v1/jobs/{job_id}/cancel", headers=ACME)
-    assert again.status_code == 202 and again.json()["state"] == "cancelled"
+    assert again.status_code == 409 and again.json()["state"] == "cancelled"
 
 
 async def test_cancelling_a_finished_job_is_409(settings, redis, client, worker):

@@ -55,10 +55,11 @@ async def list_jobs(
 async def cancel_job(job: VisibleJob, store: StoreDep, presenter: PresenterDep) -> JSONResponse:
     """Cancel a job: a waiting one ends `cancelled` at once and never runs; a running one is
     stopped by its worker within about a second, after its cleanup (`cancel_requested_at`
-    is set meanwhile). Cancelling a cancelled job is a no-op; a finished one is a 409."""
+    is set meanwhile). A job that already ended (cancelled included) is a 409."""
     outcome = await store.cancel(job)
-    if outcome in ("succeeded", "failed"):
-        raise Conflict(f"the job already finished: it {outcome}", state=outcome)
+    if outcome.startswith("ended:"):
+        state = outcome.removeprefix("ended:")
+        raise Conflict(f"the job already ended: it {state}", state=state)
     record = await store.get(job.id)
     if outcome == "missing" or record is None:
         raise NotFound("no such job")

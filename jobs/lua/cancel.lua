@@ -8,7 +8,7 @@ if not state then
   return 'missing'
 end
 if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
-  return state
+  return 'ended:' .. state
 end
 local id, now = ARGV[1], ARGV[2]
 redis.call('HSET', KEYS[1], 'cancel_requested_at', now, 'updated_at', now)
