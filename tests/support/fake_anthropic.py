@@ -13,12 +13,18 @@ worker subprocesses. Tests script its answers in order with `script(...)`:
     "401"           authentication_error
     "slow:3"        a normal message after 3 s
     "drop"          close the connection without answering
+
+Without a script, a request whose body holds `fake-answers[<key>]=<a>,<b>,...`
+(put in a document's text) gets those answers in order, counted per key, then
+"ok"; an answer ending in `*` repeats forever (`fake-answers[d7]=400*`). So a
+load of many concurrent jobs can say, per document, what Claude will answer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,6 +43,7 @@ ERRORS = {
     500: "api_error",
     529: "overloaded_error",
 }
+DIRECTIVE = re.compile(r"fake-answers\[([\w.-]+)\]=([\w:.,*]+)")
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
            404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error",
            529: "Overloaded"}  # fmt: skip
@@ -53,6 +60,7 @@ class FakeAnthropic:
     _in_flight: int = 0
     _generation: int = 0
     _script: list[str] = field(default_factory=list)
+    _per_key: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _runner: ThreadedServer | None = None
 
@@ -68,6 +76,7 @@ class FakeAnthropic:
     def reset(self) -> None:
         with self._lock:
             self._script.clear()
+            self._per_key.clear()
             self.requests.clear()
             self.delay_s = 0.0
             self.max_in_flight = 0
@@ -84,9 +93,18 @@ class FakeAnthropic:
         if self._runner is not None:
             self._runner.stop()
 
-    def _next_answer(self) -> str:
+    def _next_answer(self, body: bytes) -> str:
         with self._lock:
-            return self._script.pop(0) if self._script else "ok"
+            if self._script:
+                return self._script.pop(0)
+            found = DIRECTIVE.search(body.decode("utf-8", "replace"))
+            if not found:
+                return "ok"
+            key, answers = found.group(1), found.group(2).split(",")
+            n = self._per_key[key] = self._per_key.get(key, 0) + 1
+            if n <= len(answers):
+                return answers[n - 1].rstrip("*")
+            return answers[-1].rstrip("*") if answers[-1].endswith("*") else "ok"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -115,7 +133,7 @@ class FakeAnthropic:
                 "type": "not_found_error", "message": f"{method} {path}"}})  # fmt: skip
             return True
         payload = json.loads(body or b"{}")
-        answer = self._next_answer()
+        answer = self._next_answer(body)
         with self._lock:
             self.requests.append({"headers": headers, "body": payload, "answer": answer,
                                   "at": time.time()})  # fmt: skip

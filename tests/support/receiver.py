@@ -65,6 +65,10 @@ class Receiver:
             results[secret] = manual
         return results
 
+    def _answer_for(self, headers: dict[str, str]) -> str:
+        """The answer when nothing is scripted; subclasses vary it."""
+        return "ok"
+
     def start(self) -> Receiver:
         self._runner = ThreadedServer(self._handle, self.port, "webhook-receiver")
         self.port = self._runner.start()
@@ -86,11 +90,17 @@ class Receiver:
                     headers[name.strip().lower()] = value.strip()
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 with self._lock:
-                    answer = self._script.pop(0) if self._script else "ok"
-                    self.received.append(
-                        {"headers": headers, "body": body, "answer": answer, "at": time.time(),
-                         "json": json.loads(body) if body else None}
-                    )  # fmt: skip
+                    scripted = self._script.pop(0) if self._script else None
+                answer = scripted or self._answer_for(headers)
+                request = {
+                    "headers": headers, "body": body, "answer": answer, "at": time.time(),
+                    "path": line.decode().split(" ")[1] if b" " in line else "",
+                    "json": json.loads(body) if body else None,
+                }  # fmt: skip
+                # Checked on arrival too, while the timestamp is within svix's tolerance.
+                request["verified"] = any(self.verified_by(request).values())
+                with self._lock:
+                    self.received.append(request)
                 status, extra = 200, {}
                 if answer.startswith("slow:"):
                     await asyncio.sleep(float(answer.split(":")[1]))

@@ -1,0 +1,422 @@
+"""The chaos run: a mixed load on a real stack while workers, Redis, S3 and a webhook
+receiver fail on a seeded schedule; then the books must balance.
+
+Nothing accepted is lost (every job ends, the failed ones exactly those Claude was told
+to reject, each with a dead letter), nothing runs twice in effect (one analysis object
+per job, one archive per export, usage counted once, one webhook id per event and
+endpoint), and nothing leaks across accounts. Sizes and seed: CHAOS_ANALYSES (500),
+CHAOS_EXPORTS (50), CHAOS_SEED. Run it alone with `scripts/test.sh -m chaos -s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import io
+import json
+import os
+import random
+import time
+import zipfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import uuid4
+
+import httpx
+import pytest
+
+from jobs.storage import open_storage
+from tests.conftest import eventually
+from tests.support.chaos import ACCOUNTS, ADMIN_KEY, ChaosStack
+
+pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(1500)]
+
+N_ANALYSES = int(os.environ.get("CHAOS_ANALYSES", "500"))
+N_EXPORTS = int(os.environ.get("CHAOS_EXPORTS", "50"))
+SEED = int(os.environ.get("CHAOS_SEED", "20261201"))
+LOAD_SECONDS = 36.0  # the submissions are spread over the whole fault schedule
+USERS_PER_ACCOUNT = 4
+TERMINAL = {"succeeded", "failed", "cancelled"}
+# What the fake Claude answers per document, and how often; the rejected ones must fail.
+CLAUDE_PLANS = [("", 0.70), ("529,529", 0.08), ("429:1", 0.05), ("500", 0.05),
+                ("drop", 0.04), ("400*", 0.05), ("400:too_long*", 0.03)]  # fmt: skip
+REJECTED = {"400*", "400:too_long*"}
+# Each account's two endpoints: (receiver, events); "-" means every event.
+ENDPOINTS = {
+    "acme": {"all": ("steady", "-"), "exports": ("flaky", "export.*")},
+    "globex": {"all": ("flaky", "-"), "exports": ("downed", "export.*")},
+    "initech": {"all": ("downed", "-"), "exports": ("steady", "export.*")},
+}
+EVENTS = ["analysis.completed", "analysis.failed", "export.completed", "export.failed"]
+
+
+@dataclass
+class Submitted:
+    job_id: str
+    kind: str
+    account: str
+    expect: str  # "succeeded" or "failed"
+    document_id: str | None = None
+    user_id: str = ""
+    job: dict[str, Any] = field(default_factory=dict)
+
+
+class Api:
+    """A client that behaves like a careful customer: it retries 5xx and lost connections
+    with the same Idempotency-Key until its request is accepted."""
+
+    def __init__(self, base_url: str) -> None:
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=60)
+        self.retried = 0
+
+    async def call(
+        self, method: str, path: str, key: str, *, body: Any = None, idem: str | None = None,
+        ok: tuple[int, ...] = (200, 201, 202, 204), within: float = 180.0,
+    ) -> httpx.Response:  # fmt: skip
+        headers = {"Authorization": f"Bearer {key}"} | ({"Idempotency-Key": idem} if idem else {})
+        deadline, tries = time.monotonic() + within, 0
+        while True:
+            try:
+                answer = await self.http.request(method, path, json=body, headers=headers)
+                if answer.status_code in ok:
+                    return answer
+                assert answer.status_code >= 500 or answer.status_code == 429, (
+                    f"{method} {path}: {answer.status_code} {answer.text[:300]}"
+                )
+            except httpx.TransportError:
+                pass
+            tries += 1
+            self.retried += 1
+            assert time.monotonic() < deadline, f"{method} {path} not accepted in {within}s"
+            await asyncio.sleep(min(2.0, 0.1 * 2**tries))  # the customer's own backoff
+
+    async def job(self, item: Submitted) -> dict[str, Any]:
+        return (await self.call("GET", f"/v1/jobs/{item.job_id}", ACCOUNTS[item.account])).json()
+
+    async def pages(self, path: str, key: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            sep = "&" if "?" in path else "?"
+            url = f"{path}{sep}limit=100" + (f"&cursor={cursor}" if cursor else "")
+            page = (await self.call("GET", url, key)).json()
+            items += page["data"]
+            if not (cursor := page["next_cursor"]):
+                return items
+
+
+async def test_chaos_run_loses_nothing_duplicates_nothing_and_leaks_nothing(tmp_path):
+    rng = random.Random(SEED)
+    stack = ChaosStack(tmp_path).start()
+    api = Api(stack.api.url)
+    try:
+        async with open_storage(stack.settings) as storage:
+            await storage.ensure_bucket()
+        await _wait_workers_online(api, 2)
+        endpoints = await _register_endpoints(api, stack)
+        submissions = await _create_documents(api, rng)
+        plan = _load_plan(submissions, rng)
+        started = time.monotonic()
+        faults = stack.schedule(SEED)
+        injecting = asyncio.create_task(stack.inject(faults, started))
+        jobs = await _submit(api, plan, started)
+        await injecting
+        load_s = time.monotonic() - started
+        await _wait_all_terminal(api, jobs)
+        quiet_s = time.monotonic() - started
+        books = await _check_books(api, stack, jobs, endpoints)
+        await _wait_workers_online(api, 2)
+        sigtermed = [p for p in stack.retired if p.returncode not in (-9,)]
+        assert all(p.wait(30) == 0 for p in sigtermed), "a drained worker did not exit cleanly"
+    finally:
+        await api.http.aclose()
+        stack.stop()
+    _print_summary(jobs, stack, books, api, load_s, quiet_s)
+
+
+async def _wait_workers_online(api: Api, n: int) -> None:
+    async def online() -> bool:
+        return (await api.call("GET", "/health/queues", ADMIN_KEY)).json()["workers_online"] == n
+
+    await eventually(online, timeout=60, interval=0.2)
+
+
+async def _register_endpoints(api: Api, stack: ChaosStack) -> dict[str, dict[str, Any]]:
+    """Two endpoints per account; returns them by the path their receiver sees."""
+    endpoints = {}
+    for account, subs in ENDPOINTS.items():
+        for sub, (receiver, events) in subs.items():
+            path = f"/hooks/{account}-{sub}"
+            wanted = EVENTS if events == "-" else [e for e in EVENTS if e.startswith("export.")]
+            url = stack.receiver_url(receiver).removesuffix("/hooks") + path
+            created = (
+                await api.call("POST", "/v1/webhook-endpoints", ACCOUNTS[account],
+                               body={"url": url, "events": wanted})
+            ).json()  # fmt: skip
+            stack.receivers[receiver].secrets.append(created["secret"])
+            endpoints[path] = {"id": created["id"], "account": account, "events": set(wanted),
+                               "receiver": receiver}  # fmt: skip
+    return endpoints
+
+
+async def _create_documents(api: Api, rng: random.Random) -> list[Submitted]:
+    """One document per analysis, each telling the fake Claude what to answer."""
+    answers, weights = zip(*CLAUDE_PLANS, strict=True)
+    limit = asyncio.Semaphore(16)
+
+    async def create(i: int) -> Submitted:
+        account = list(ACCOUNTS)[i % len(ACCOUNTS)]
+        user = f"user-{(i // len(ACCOUNTS)) % USERS_PER_ACCOUNT}"
+        script = rng.choices(answers, weights)[0]
+        directive = f" fake-answers[doc{i}]={script}" if script else ""
+        text = f"Document {i} of {user} at {account}.{directive}\n" + "lorem ipsum " * 40
+        async with limit:
+            doc = (
+                await api.call("POST", "/v1/documents", ACCOUNTS[account],
+                               body={"user_id": user, "title": f"doc {i}", "text": text})
+            ).json()  # fmt: skip
+        expect = "failed" if script in REJECTED else "succeeded"
+        return Submitted("", "analysis", account, expect, doc["id"], user)
+
+    return list(await asyncio.gather(*(create(i) for i in range(N_ANALYSES))))
+
+
+def _load_plan(analyses: list[Submitted], rng: random.Random) -> list[Submitted]:
+    exports = []
+    for j in range(N_EXPORTS):
+        account = list(ACCOUNTS)[j % len(ACCOUNTS)]
+        user = f"user-{(j // len(ACCOUNTS)) % USERS_PER_ACCOUNT}"
+        exports.append(Submitted("", "zip" if j % 2 else "ndjson", account, "succeeded",
+                                 user_id=user))  # fmt: skip
+    plan = analyses + exports
+    rng.shuffle(plan)
+    return plan
+
+
+async def _submit(api: Api, plan: list[Submitted], started: float) -> list[Submitted]:
+    """Post every job at its time in the load window, each with its own Idempotency-Key;
+    every tenth is posted twice, which must give the same job."""
+    step = LOAD_SECONDS / len(plan)
+
+    async def post(n: int, item: Submitted) -> Submitted:
+        await asyncio.sleep(max(0.0, started + n * step - time.monotonic()))
+        idem, key = str(uuid4()), ACCOUNTS[item.account]
+        if item.kind == "analysis":
+            path, body = f"/v1/documents/{item.document_id}/analyses", {"instructions": "Sum up."}
+        else:
+            path, body = "/v1/exports", {"user_id": item.user_id, "format": item.kind}
+        item.job_id = (await api.call("POST", path, key, body=body, idem=idem)).json()["id"]
+        if n % 10 == 0:
+            again = await api.call("POST", path, key, body=body, idem=idem)
+            assert again.json()["id"] == item.job_id
+        item.kind = "analysis" if item.kind == "analysis" else "export"
+        return item
+
+    return list(await asyncio.gather(*(post(n, item) for n, item in enumerate(plan))))
+
+
+async def _wait_all_terminal(api: Api, jobs: list[Submitted]) -> None:
+    pending = {j.job_id: j for j in jobs}
+    limit = asyncio.Semaphore(32)
+
+    async def look(item: Submitted) -> None:
+        async with limit:
+            item.job = (
+                await api.call("GET", f"/v1/jobs/{item.job_id}", ACCOUNTS[item.account])
+            ).json()
+        if item.job["state"] in TERMINAL:
+            pending.pop(item.job_id, None)
+
+    async def all_done() -> bool:
+        await asyncio.gather(*(look(j) for j in list(pending.values())))
+        return not pending
+
+    await eventually(all_done, timeout=600, interval=1.0)
+
+
+async def _check_books(
+    api: Api, stack: ChaosStack, jobs: list[Submitted], endpoints: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    books: dict[str, Any] = {}
+    by_id = {j.job_id: j for j in jobs}
+    assert len(by_id) == len(jobs), "two submissions were given one job"
+    # Every accepted job ended, and the failed ones are exactly the rejected ones.
+    states = Counter(j.job["state"] for j in jobs)
+    wrong = [(j.job_id, j.expect, j.job["state"], j.job["error"]) for j in jobs
+             if j.job["state"] != j.expect]  # fmt: skip
+    assert not wrong, f"{len(wrong)} jobs ended otherwise than planned: {wrong[:5]}"
+    failed = {j.job_id for j in jobs if j.expect == "failed"}
+    dead = await api.pages("/v1/dead-letters", ADMIN_KEY)
+    assert {d["id"] for d in dead} == failed, "dead letters are not exactly the failed jobs"
+    assert all(d["error"] and d["attempts"] and d["arguments"] for d in dead)
+    # Each succeeded analysis has exactly one object, each export one archive, no upload open.
+    async with open_storage(stack.settings) as storage:
+        keys = await _all_keys(storage, stack.settings.s3_bucket)
+
+        async def open_uploads() -> list[dict[str, Any]]:
+            answer = await storage.client.list_multipart_uploads(Bucket=stack.settings.s3_bucket)
+            return answer.get("Uploads", [])
+
+        # An upload that could not be aborted while S3 was down goes with the janitor's
+        # next pass (every 6 reconcile intervals).
+        await eventually(lambda: _none(open_uploads), timeout=60, interval=1.0)
+    analysis_objects = [k for k in keys if "/analyses/" in k]
+    succeeded = {j.job_id for j in jobs if j.kind == "analysis" and j.expect == "succeeded"}
+    assert sorted(k.rsplit("/", 1)[1].removesuffix(".json") for k in analysis_objects) == sorted(
+        succeeded
+    )
+    per_doc = Counter(k.split("/analyses/")[1].split("/")[0] for k in analysis_objects)
+    assert set(per_doc.values()) <= {1}
+    exports = [j for j in jobs if j.kind == "export"]
+    assert len([k for k in keys if k.startswith("exports/")]) == len(exports)
+    docs_of = Counter((j.account, j.user_id) for j in jobs if j.kind == "analysis")
+    async with httpx.AsyncClient(timeout=60) as plain:
+        for item in exports:
+            fresh = (
+                await api.call("GET", f"/v1/jobs/{item.job_id}", ACCOUNTS[item.account])
+            ).json()
+            archive = (await plain.get(fresh["result"]["download_url"])).content
+            count = _check_archive(fresh["result"]["format"], archive, item.job_id)
+            assert count == fresh["result"]["documents"] == docs_of[(item.account, item.user_id)]
+    # Usage is counted once per succeeded analysis.
+    for account, key in ACCOUNTS.items():
+        used = (await api.call("GET", "/v1/usage", key)).json()["data"]
+        ours = [j.job["result"]["usage"] for j in jobs if j.account == account
+                and j.kind == "analysis" and j.expect == "succeeded"]  # fmt: skip
+        assert sum(u["input_tokens"] for u in used) == sum(u["input_tokens"] for u in ours)
+    books["webhooks"] = await _check_webhooks(api, stack, by_id, endpoints)
+    # Nothing leaks: each account lists exactly its own jobs and cannot read another's.
+    for account, key in ACCOUNTS.items():
+        listed = {j["id"] for j in await api.pages("/v1/jobs", key)}
+        assert listed == {j.job_id for j in jobs if j.account == account}
+        foreign = next(j for j in jobs if j.account != account)
+        answer = await api.http.get(f"/v1/jobs/{foreign.job_id}",
+                                    headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+        assert answer.status_code == 404
+    books.update(states=states, dead=len(dead), analysis_objects=len(analysis_objects))
+    return books
+
+
+async def _none(probe: Any) -> bool:
+    return not await probe()
+
+
+async def _all_keys(storage: Any, bucket: str) -> list[str]:
+    keys: list[str] = []
+    paginator = storage.client.get_paginator("list_objects_v2")
+    async for page in paginator.paginate(Bucket=bucket):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return keys
+
+
+def _check_archive(fmt: str, data: bytes, job_id: str) -> int:
+    """Open an export archive, check every entry against its manifest; its document count."""
+    if fmt == "ndjson":
+        lines = gzip.decompress(data).decode().splitlines()
+        assert all(json.loads(line)["id"] for line in lines)
+        return len(lines)
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    manifest = json.loads(archive.read("manifest.json"))
+    assert manifest["job_id"] == job_id
+    for entry in manifest["entries"]:
+        assert hashlib.sha256(archive.read(entry["path"])).hexdigest() == entry["sha256"]
+    assert len(archive.namelist()) == manifest["count"] + 1
+    return manifest["count"]
+
+
+async def _check_webhooks(
+    api: Api, stack: ChaosStack, by_id: dict[str, Submitted], endpoints: dict[str, dict[str, Any]]
+) -> dict[str, int]:
+    """Each event reached each subscribed endpoint of its account, under one webhook id."""
+    expected = set()
+    for job in by_id.values():
+        event = f"{job.kind}.{'completed' if job.expect == 'succeeded' else 'failed'}"
+        for path, endpoint in endpoints.items():
+            if endpoint["account"] == job.account and event in endpoint["events"]:
+                expected.add((path, event, job.job_id))
+
+    def delivered() -> tuple[dict[tuple[str, str, str], set[str]], Counter[str]]:
+        ids: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+        oks: Counter[str] = Counter()
+        for receiver in stack.receivers.values():
+            for request in list(receiver.received):
+                body = request["json"]
+                pair = (request["path"], body["type"], body["data"]["id"])
+                ids[pair].add(request["headers"]["webhook-id"])
+                assert request["verified"], "a signature did not verify"
+                if request["answer"] == "ok":
+                    oks[request["headers"]["webhook-id"]] += 1
+        return ids, oks
+
+    missing: list[tuple[str, str, str]] = []
+
+    async def all_delivered() -> bool:
+        ids, oks = delivered()
+        missing[:] = [p for p in expected if not any(oks[w] for w in ids.get(p, ()))]
+        return not missing
+
+    try:
+        await eventually(all_delivered, timeout=300, interval=1.0)
+    except AssertionError:
+        raise AssertionError(
+            f"{len(missing)} events never reached their endpoint, e.g. "
+            f"{await _describe(api, endpoints, missing[:3])}"
+        ) from None
+    ids, oks = delivered()
+    assert set(ids) == expected, f"unexpected deliveries: {sorted(set(ids) - expected)[:5]}"
+    assert all(len(w) == 1 for w in ids.values()), "an event had two webhook ids"
+    assert len({next(iter(w)) for w in ids.values()}) == len(ids)
+    for path, endpoint in endpoints.items():
+        key = ACCOUNTS[endpoint["account"]]
+        log = await api.pages(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries", key)
+        assert len(log) == sum(1 for p, _, _ in expected if p == path)
+        assert {d["state"] for d in log} == {"succeeded"}, f"{path}: deliveries not all succeeded"
+    attempts = sum(len(r.received) for r in stack.receivers.values())
+    return {"events": len(expected), "attempts": attempts,
+            "duplicates": sum(n - 1 for n in oks.values() if n > 1)}  # fmt: skip
+
+
+async def _describe(
+    api: Api, endpoints: dict[str, dict[str, Any]], missing: list[tuple[str, str, str]]
+) -> list[dict[str, Any]]:
+    """What the delivery log says of events that never arrived."""
+    described = []
+    for path, event, job_id in missing:
+        endpoint = endpoints[path]
+        log = await api.pages(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries",
+                              ACCOUNTS[endpoint["account"]])  # fmt: skip
+        found = [d for d in log if d["event_type"] == event and job_id in json.dumps(d)]
+        described.append({"path": path, "event": event, "job": job_id, "log": found[:1],
+                          "deliveries of this endpoint": len(log)})  # fmt: skip
+    return described
+
+
+def _print_summary(
+    jobs: list[Submitted], stack: ChaosStack, books: dict[str, Any], api: Api,
+    load_s: float, quiet_s: float,
+) -> None:  # fmt: skip
+    kinds = Counter(j.kind for j in jobs)
+    retries = sum(j.job["attempt"] - 1 for j in jobs)
+    outcomes = Counter(a["outcome"] for j in jobs for a in j.job.get("attempts", []))
+    hooks = books["webhooks"]
+    rows = [
+        ("seed", SEED),
+        ("jobs accepted", f"{len(jobs)} ({kinds['analysis']} analyses, {kinds['export']} exports)"),
+        ("ended", dict(books["states"])),
+        ("faults", "; ".join(f"{t:.1f}s {name}" for t, name in stack.faults_done)),
+        ("retries (attempt > 1)", retries),
+        ("attempt outcomes", dict(outcomes)),
+        ("client retries (5xx / connection)", api.retried),
+        ("dead letters", books["dead"]),
+        ("webhook events / receiver requests / duplicate 2xx",
+         f"{hooks['events']} / {hooks['attempts']} / {hooks['duplicates']}"),
+        ("lost", 0),
+        ("duplicated effects", 0),
+        ("load window / until quiet", f"{load_s:.1f} s / {quiet_s:.1f} s"),
+    ]  # fmt: skip
+    width = max(len(r[0]) for r in rows)
+    print("\n== chaos run ==")
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
