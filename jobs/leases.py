@@ -1,11 +1,12 @@
 """Worker leases: heartbeats, fast recovery of a dead worker's jobs, and fencing.
 
-Each worker beats every third of `WORKER_LEASE_SECONDS`; the beat also renews
+Each worker beats every quarter of `WORKER_LEASE_SECONDS`; the beat also renews
 arq's claim on each job it runs, so a job that runs for an hour is never taken
 by a second worker while its own lives. A reaper in every worker looks for
-workers whose beat has lapsed for a whole lease and releases their jobs, which
-are still in arq's queue, so a live worker starts them at once (arq alone
-waits `job_timeout + 10 s`). A job whose runs keep killing their worker is
+workers whose last beat is older than `DEAD_AFTER` of a lease and releases their
+jobs, which are still in arq's queue, so a live worker starts them at once and
+a dead worker's job starts again within one lease (arq alone waits
+`job_timeout + 10 s`). A job whose runs keep killing their worker is
 dead-lettered at the crash cap. A worker that was only stalled, and finds on
 its next beat that it was declared dead, stops its jobs without writing their
 outcome: they belong to another worker now.
@@ -26,6 +27,11 @@ from jobs.webhooks import requeue_outbox
 
 log = logging.getLogger("jobs.leases")
 
+# Declared dead this far into a lease (3.2 missed beats), which leaves the rest of the lease
+# for the reaper's pass and a live worker's next poll: restarted within one lease.
+DEAD_AFTER = 0.8
+BEATS_PER_LEASE = 4
+
 
 async def workers_online(redis: Redis, lease_s: float) -> int:
     """How many workers beat within the last lease."""
@@ -39,7 +45,7 @@ async def keep_beating(
     claim_ttl_ms: int,
     on_fenced: Callable[[], None],
 ) -> None:
-    """Beat every third of a lease until cancelled; a Redis outage is logged, not fatal."""
+    """Beat every quarter of a lease until cancelled; a Redis outage is logged, not fatal."""
     while True:
         try:
             if not await store.beat(worker_id(), claim_ttl_ms):
@@ -49,13 +55,13 @@ async def keep_beating(
             raise
         except Exception:
             log.warning("heartbeat failed; retrying", exc_info=True)
-        await asyncio.sleep(max(0.1, lease_s / 3))
+        await asyncio.sleep(max(0.1, lease_s / BEATS_PER_LEASE))
 
 
 async def reap_once(store: JobStore, lease_s: float, crash_cap: int) -> dict[str, str]:
     """Release the jobs of every worker whose lease lapsed; returns job id -> outcome."""
     outcomes: dict[str, str] = {}
-    for dead in await store.dead_workers(lease_s):
+    for dead in await store.dead_workers(lease_s * DEAD_AFTER):
         # Before the worker is forgotten, so a reaper that dies here finds it again.
         await requeue_outbox(store.redis, dead)
         released = await store.reap_worker(dead, crash_cap)

@@ -539,9 +539,9 @@ class JobStore:
             await pipe.execute()
         return outcomes
 
-    async def dead_workers(self, lease_s: float) -> list[str]:
-        """Workers whose heartbeat is older than one lease."""
-        stale = await self.redis.zrangebyscore(WORKERS_KEY, "-inf", f"({time.time() - lease_s}")
+    async def dead_workers(self, silent_s: float) -> list[str]:
+        """Workers whose last heartbeat is older than `silent_s`."""
+        stale = await self.redis.zrangebyscore(WORKERS_KEY, "-inf", f"({time.time() - silent_s}")
         return [w.decode() for w in stale]
 
     async def get_dead_letter(self, job_id: str) -> JobRecord | None:

@@ -32,7 +32,8 @@ async def test_kill_9_mid_job_restarts_all_jobs_on_another_worker_within_the_lea
     settings = settings.model_copy(update={"job_timeout_seconds": 60.0})
     store = JobStore(redis, settings)
     doomed = start_worker(settings, tmp_path / "a.log")
-    ids = [await create(store, "test.sleepy", seconds=4) for _ in range(5)]
+    # Long enough to be still running when the second worker is up, on a loaded machine.
+    ids = [await create(store, "test.sleepy", seconds=10) for _ in range(5)]
 
     async def all_started():
         return all([await redis.llen(f"test:started:{i}") for i in ids])
@@ -43,6 +44,7 @@ async def test_kill_9_mid_job_restarts_all_jobs_on_another_worker_within_the_lea
         await eventually(lambda: _online(redis, 2), timeout=30)
         kill(doomed)
         killed_at = time.time()
+        assert not any([await redis.llen(f"test:finished:{i}") for i in ids]), "killed too late"
 
         async def all_succeeded():
             return all([(await store.get(i)).state == "succeeded" for i in ids])
