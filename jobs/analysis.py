@@ -8,6 +8,7 @@ retry is an arq attempt. Claude's errors are translated here, once.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -21,7 +22,7 @@ from jobs import metrics
 from jobs.documents import Documents, analysis_key
 from jobs.errors import InvalidInput, NotFound, ServiceError, TransientError
 from jobs.records import PREFIX
-from jobs.runner import JobKind, JobRun
+from jobs.runner import HandBack, JobKind, JobRun
 from jobs.settings import Settings
 
 USAGE_SCRIPT = """
@@ -189,14 +190,28 @@ async def run_analysis(run: JobRun, args: dict[str, Any]) -> dict[str, Any]:
     document = await documents.load(meta)
     await run.progress(0.1, "waiting_for_claude")
     request = build_request(settings, document, args.get("instructions"))
-    async with deps.claude_slots:
+    # Wait for one of this worker's Claude slots while the call would still fit in the
+    # attempt's time; past that, hand the job back rather than time out waiting.
+    left = run.time_left()
+    wait_s = max(left - settings.claude_timeout_seconds, left / 2)
+    try:
+        async with asyncio.timeout(wait_s):
+            await deps.claude_slots.acquire()
+    except TimeoutError:
+        raise HandBack(
+            f"every Claude slot of this worker (ANALYSIS_CONCURRENCY="
+            f"{settings.analysis_concurrency}) stayed busy for {wait_s:.0f}s",
+            defer_s=min(30.0, max(1.0, wait_s / 4)),
+        ) from None
+    try:
         await run.progress(0.2, "calling_claude")
-        try:
-            message = await deps.anthropic.messages.create(**request)
-        except anthropic.AnthropicError as exc:
-            error = translate_claude_error(exc, settings.analysis_model)
-            metrics.CLAUDE_CALLS.labels(settings.analysis_model, error.type).inc()
-            raise error from exc
+        message = await deps.anthropic.messages.create(**request)
+    except anthropic.AnthropicError as exc:
+        error = translate_claude_error(exc, settings.analysis_model)
+        metrics.CLAUDE_CALLS.labels(settings.analysis_model, error.type).inc()
+        raise error from exc
+    finally:
+        deps.claude_slots.release()
     metrics.CLAUDE_CALLS.labels(message.model, "ok").inc()
     text = "".join(block.text for block in message.content if block.type == "text")
     usage = {

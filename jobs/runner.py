@@ -73,6 +73,17 @@ class JobRun:
 Handler = Callable[[JobRun, dict[str, Any]], Awaitable[Any]]
 
 
+class HandBack(Exception):
+    """Raised by a handler that cannot make progress on this worker now (e.g. it waited
+    too long for a shared slot): the job goes back to the queue for `defer_s`, and the
+    attempt does not count as a try or a failure."""
+
+    def __init__(self, reason: str, defer_s: float) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.defer_s = defer_s
+
+
 @dataclass(frozen=True)
 class JobKind:
     """A kind of job: its name (also the arq function name) and its handler."""
@@ -171,6 +182,8 @@ async def _supervise(deps: WorkerDeps, kind: JobKind, record: JobRecord, owner: 
         await _record_failure(deps, record, started, timed_out, owner)
         return
     exc = handler.exception()
+    if isinstance(exc, HandBack):
+        await _hand_back(deps, record, started, owner, exc)
     if exc is not None:
         await _record_failure(deps, record, started, exc, owner)
         return
@@ -203,6 +216,22 @@ async def _supervise(deps: WorkerDeps, kind: JobKind, record: JobRecord, owner: 
         "job succeeded",
         extra={"job_id": record.id, "kind": kind.name, "seconds": time.monotonic() - clock},
     )
+
+
+async def _hand_back(
+    deps: WorkerDeps, record: JobRecord, started: int, owner: str, back: HandBack
+) -> None:
+    """Put the job back in the queue for later without spending a try; raises arq's Retry."""
+    defer_s = back.defer_s * deps.rng.uniform(0.8, 1.2)
+    due = now_ms() + int(defer_s * 1000)
+    entry = _attempt_entry(record, started, "handed_back", reason=back.reason)
+    recorded = await deps.store.finish(
+        record, JobState.QUEUED, owner=owner, attempt_entry=entry, due_ms=due, undo_try=True
+    )
+    if not recorded:
+        _lost_lease(record)
+    log.info("job %s handed back for %.1fs: %s", record.id, defer_s, back.reason)
+    raise Retry(defer=defer_s)
 
 
 def _lost_lease(record: JobRecord) -> None:

@@ -177,6 +177,24 @@ async def test_concurrent_claude_calls_are_capped_per_worker_without_failures(
     assert claude.max_in_flight == 2
 
 
+async def test_job_waiting_too_long_for_a_claude_slot_is_handed_back_without_a_try(
+    settings, client, claude
+):
+    # One slot, held 6 s by the first call; the other job may wait half its time (3.75 s
+    # of a 7.5 s soft limit), then goes back to the queue instead of timing out.
+    capped = settings.model_copy(update={"analysis_concurrency": 1, "claude_timeout_seconds": 30})
+    claude.script("slow:6")
+    jobs = [await analyze(client, (await make_doc(client))["id"]) for _ in range(2)]
+    async with running_worker(capped):
+        results = [await finished(client, j["id"], timeout=60) for j in jobs]
+    assert all(j["state"] == "succeeded" and j["attempt"] == 1 for j in results)
+    outcomes = [[a["outcome"] for a in j["attempts"]] for j in results]
+    first, waited = sorted(outcomes, key=len)
+    assert first == ["succeeded"], outcomes
+    assert waited[-1] == "succeeded" and set(waited[:-1]) == {"handed_back"}, outcomes
+    assert claude.max_in_flight == 1
+
+
 async def test_analysis_of_a_deleted_document_fails_permanently(client, claude, worker, redis):
     doc = await make_doc(client)
     await redis.delete(f"lr:doc:{doc['id']}")
