@@ -256,6 +256,7 @@ class JobStore:
         self._cancel = _load_script(redis, "cancel")
         self._beat = _load_script(redis, "beat")
         self._reap = _load_script(redis, "reap")
+        self._progress = _load_script(redis, "progress")
 
     @property
     def retention_s(self) -> int:
@@ -587,10 +588,7 @@ class JobStore:
 
     async def set_progress(self, job_id: str, progress: float, stage: str | None) -> None:
         """Store a running job's progress (0..1) and stage, and tell its watchers."""
-        fields: dict[str, str | float] = {"progress": progress, "updated_at": now_ms()}
-        if stage is not None:
-            fields["stage"] = stage
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hset(record_key(job_id), mapping=fields)  # type: ignore[arg-type]
-            pipe.publish(record_key(job_id), "progress")
-            await pipe.execute()
+        await self._progress(
+            keys=[record_key(job_id)],
+            args=[progress, now_ms(), stage or "", "1" if stage is not None else ""],
+        )

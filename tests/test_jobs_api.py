@@ -145,3 +145,16 @@ async def test_request_id_is_echoed_and_recorded(client):
     assert answer.headers["X-Request-ID"] == "trace-42"
     dead_or_not = await client.app.state.store.get(answer.json()["id"])
     assert dead_or_not.request_id == "trace-42"
+
+
+async def test_late_progress_report_changes_no_ended_or_expired_job(client, redis, settings):
+    store = client.app.state.store
+    job_id = (await store.create(kind="test.sleepy", account="acme", args={})).job_id
+    assert (await client.post(f"/v1/jobs/{job_id}/cancel", headers=ACME)).status_code == 202
+    await store.set_progress(job_id, 0.7, "late")
+    await store.set_progress("job_01HXEXPIREDEXPIREDEXPIRED0", 0.7, "late")
+    job = (await client.get(f"/v1/jobs/{job_id}", headers=ACME)).json()
+    assert job["state"] == "cancelled" and job["progress"] != 0.7 and job["stage"] != "late"
+    assert not await redis.exists("lr:job:job_01HXEXPIREDEXPIREDEXPIRED0")
+    answer = await client.get("/v1/jobs/job_01HXEXPIREDEXPIREDEXPIRED0", headers=ACME)
+    assert answer.status_code == 404
