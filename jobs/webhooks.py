@@ -471,16 +471,19 @@ async def attempt_delivery(
     )  # fmt: skip
     clock = time.monotonic()
     try:
-        response = await client.send(request, stream=True)
-        try:
-            excerpt = b""
-            async for chunk in response.aiter_bytes():
-                excerpt += chunk
-                if len(excerpt) >= EXCERPT_BYTES:
-                    break
-        finally:
-            await response.aclose()
-    except httpx.TimeoutException:
+        # httpx's timeout bounds each phase; this bounds the attempt (a receiver that
+        # dribbles its answer byte by byte).
+        async with asyncio.timeout(settings.webhook_timeout_seconds):
+            response = await client.send(request, stream=True)
+            try:
+                excerpt = b""
+                async for chunk in response.aiter_bytes():
+                    excerpt += chunk
+                    if len(excerpt) >= EXCERPT_BYTES:
+                        break
+            finally:
+                await response.aclose()
+    except (httpx.TimeoutException, TimeoutError):
         entry["error"] = f"no answer within {settings.webhook_timeout_seconds:g}s"
         entry["latency_ms"] = round((time.monotonic() - clock) * 1000)
         return AttemptOutcome(entry=entry, success=False)

@@ -167,6 +167,25 @@ async def test_slow_receiver_times_out_and_is_retried(hook_settings, hook_client
     assert first["status_code"] is None and "no answer within 1s" in first["error"]
 
 
+async def test_receiver_dribbling_its_answer_times_out_as_a_whole(
+    hook_settings, hook_client, claude, receiver
+):
+    # Each byte comes well within httpx's per-read timeout; the attempt as a whole may not.
+    endpoint = await register(hook_client, receiver)
+    receiver.script("dribble:20")
+    async with running_worker(hook_settings):
+        await finished_analysis(hook_client)
+
+        async def delivered():
+            (d,) = await deliveries(hook_client, endpoint["id"])
+            return d if d["state"] == "succeeded" else None
+
+        delivery = await eventually(delivered, timeout=30)
+    first = delivery["attempts"][-1]
+    assert first["status_code"] is None and "no answer within 1s" in first["error"]
+    assert first["latency_ms"] < 3000
+
+
 async def test_both_secrets_verify_during_the_rotation_overlap(
     hook_settings, hook_client, claude, receiver
 ):

@@ -5,7 +5,8 @@ the `svix` package's verifier, and with a hand-written Standard Webhooks
 check (HMAC-SHA256 of "{id}.{timestamp}.{body}" with the base64-decoded
 secret), neither of which is the signing code under test. Answers are
 scripted in order: "ok" (200, the default), "500", "302", "410", "429:N"
-(retry-after N), "slow:N" (200 after N seconds).
+(retry-after N), "slow:N" (200 after N seconds), "dribble:N" (a 200 whose N-byte
+body comes a byte every 0.25 s).
 """
 
 from __future__ import annotations
@@ -65,6 +66,16 @@ class Receiver:
             results[secret] = manual
         return results
 
+    @staticmethod
+    async def _dribble(writer: asyncio.StreamWriter, n: int) -> None:
+        """A 200 whose body of `n` bytes comes one byte every 0.25 s."""
+        writer.write(f"HTTP/1.1 200 OK\r\ncontent-length: {n}\r\n\r\n".encode())
+        for _ in range(n):
+            await writer.drain()
+            await asyncio.sleep(0.25)
+            writer.write(b".")
+        await writer.drain()
+
     def _answer_for(self, headers: dict[str, str]) -> str:
         """The answer when nothing is scripted; subclasses vary it."""
         return "ok"
@@ -102,6 +113,9 @@ class Receiver:
                 with self._lock:
                     self.received.append(request)
                 status, extra = 200, {}
+                if answer.startswith("dribble:"):
+                    await self._dribble(writer, int(answer.split(":")[1]))
+                    continue
                 if answer.startswith("slow:"):
                     await asyncio.sleep(float(answer.split(":")[1]))
                 elif answer.startswith("429:"):
