@@ -84,10 +84,18 @@ def _startup(settings: Settings, kinds: Sequence[JobKind]) -> Hook:
                 alerter=Alerter(ctx["redis"], http, settings),
             )
             if settings.worker_metrics_port:
-                server, _ = start_http_server(
-                    settings.worker_metrics_port, addr=settings.worker_metrics_host
-                )
-                stack.callback(server.shutdown)
+                try:
+                    server, _ = start_http_server(
+                        settings.worker_metrics_port, addr=settings.worker_metrics_host
+                    )
+                    stack.callback(server.shutdown)
+                except OSError as exc:
+                    # A second worker on the host with the same port: it still runs jobs.
+                    log.error(
+                        "metrics port %s:%s unavailable (%s); this worker runs without "
+                        "metrics: give each worker its own WORKER_METRICS_PORT",
+                        settings.worker_metrics_host, settings.worker_metrics_port, exc,
+                    )  # fmt: skip
             await deps.store.beat(worker_id, settings.claim_ttl_ms)
             # An enqueue wakes this worker at once instead of at its next poll (jobs/wakeup.py).
             install_wakeable_poll()
