@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -200,3 +201,18 @@ async def test_dead_letter_posts_one_alert_and_a_burst_is_rate_limited(settings,
 
 async def _outbox_empty(redis) -> bool:
     return await redis.llen("lr:outbox") == 0
+
+
+async def test_worker_whose_metrics_port_is_taken_still_runs_jobs(settings, redis):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = settings.model_copy(update={"worker_metrics_port": taken.getsockname()[1]})
+        store = JobStore(redis, busy)
+        async with running_worker(busy):
+            job_id = (await store.create(kind="test.flaky", account="acme", args={})).job_id
+
+            async def succeeded():
+                return (await store.get(job_id)).state == "succeeded"
+
+            await eventually(succeeded, timeout=30)
