@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Path, Request
 from redis.asyncio import Redis
 
+from api.events import JobEvents
 from jobs.errors import Forbidden, NotFound, Unauthorized
 from jobs.records import JobRecord, JobStore
 from jobs.settings import Settings
@@ -42,7 +43,12 @@ async def get_presenter(request: Request) -> JobPresenter:
     return request.app.state.presenter
 
 
+async def get_job_events(request: Request) -> JobEvents:
+    return request.app.state.events
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+JobEventsDep = Annotated[JobEvents, Depends(get_job_events)]
 PresenterDep = Annotated[JobPresenter, Depends(get_presenter)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 StoreDep = Annotated[JobStore, Depends(get_store)]

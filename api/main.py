@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ulid import ULID
 
+from api.events import JobEvents
 from api.limits import BodyLimit, body_limits
 from api.problems import document_problems, install_problem_handlers
 from api.routes import (
@@ -108,6 +109,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.webhooks = WebhookStore(redis, settings)
             app.state.presenter = JobPresenter(app.state.storage, settings)
             app.state.documents = Documents(redis, app.state.storage, settings.max_document_bytes)
+            app.state.events = JobEvents(redis)
+            await app.state.events.start()
+            stack.push_async_callback(app.state.events.close)
             yield
 
     app = FastAPI(

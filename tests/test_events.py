@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 
+import httpx
+
 from jobs.records import JobStore
-from tests.conftest import ACME, GLOBEX, running_worker
+from tests.conftest import ACME, ACME_KEY, GLOBEX, eventually, running_worker
+from tests.support.api_server import ApiServer
 
 
 def parse_sse(text: str) -> list[dict]:
@@ -32,7 +35,11 @@ async def test_event_stream_shows_queued_running_with_progress_then_succeeded_an
             return answer.status_code, answer.headers["content-type"], body
 
     reader = asyncio.create_task(read_stream())
-    await asyncio.sleep(0.2)  # let the stream subscribe while the job is still queued
+
+    async def subscribed():  # the stream listens while the job is still queued
+        return (await redis.pubsub_numsub(f"lr:job:{job_id}"))[0][1] == 1
+
+    await eventually(subscribed, timeout=10)
     async with running_worker(settings):
         status, content_type, body = await asyncio.wait_for(reader, timeout=30)
     assert status == 200 and content_type.startswith("text/event-stream")
@@ -58,3 +65,46 @@ async def test_event_stream_of_another_accounts_job_is_404(settings, redis, clie
     job_id = (await store.create(kind="test.flaky", account="acme", args={})).job_id
     answer = await client.get(f"/v1/jobs/{job_id}/events", headers=GLOBEX)
     assert answer.status_code == 404
+
+
+async def test_hundreds_of_open_streams_share_one_redis_connection(settings, redis, tmp_path):
+    # More watchers than the API's Redis pool has connections (200): with a connection per
+    # stream they would starve every other request.
+    store = JobStore(redis, settings)
+    ids = [(await store.create(kind="test.flaky", account="acme", args={})).job_id
+           for _ in range(250)]  # fmt: skip
+    server = ApiServer(settings, tmp_path / "api.log")
+    headers = {"Authorization": f"Bearer {ACME_KEY}"}
+    limits = httpx.Limits(max_connections=300)
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30, limits=limits) as http:
+            opened = asyncio.Event()
+            seen: dict[str, list[str]] = {}
+
+            async def watch(job_id: str) -> None:
+                async with http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as s:
+                    async for line in s.aiter_lines():
+                        if line.startswith("data: "):
+                            seen.setdefault(job_id, []).append(json.loads(line[6:])["state"])
+                            if len(seen) == len(ids):
+                                opened.set()
+
+            watchers = [asyncio.create_task(watch(i)) for i in ids]
+            try:
+                await asyncio.wait_for(opened.wait(), timeout=60)
+                answer = await http.get(f"/v1/jobs/{ids[0]}", headers=headers)
+                assert answer.status_code == 200 and answer.json()["state"] == "queued"
+                subscribers = [c for c in await redis.client_list() if "P" in c["flags"]]
+                assert len(subscribers) == 1, f"{len(subscribers)} subscribed connections"
+                await store.cancel(await store.get(ids[1]))
+
+                async def delivered():
+                    return seen[ids[1]] == ["queued", "cancelled"]
+
+                await eventually(delivered, timeout=10)
+            finally:
+                for task in watchers:
+                    task.cancel()
+                await asyncio.gather(*watchers, return_exceptions=True)
+    finally:
+        server.stop()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.deps import AccountDep, PresenterDep, RedisDep, StoreDep, VisibleJob
+from api.deps import AccountDep, JobEventsDep, PresenterDep, StoreDep, VisibleJob
 from api.schemas import JobPublic, Page, job_public, poll_after_seconds
 from jobs.errors import Conflict, NotFound
 from jobs.records import account_index_key, now_ms, record_key
@@ -76,18 +77,20 @@ async def cancel_job(job: VisibleJob, store: StoreDep, presenter: PresenterDep) 
     responses={200: {"content": {"text/event-stream": {}}}},
 )
 async def job_events(
-    job: VisibleJob, request: Request, redis: RedisDep, store: StoreDep, presenter: PresenterDep
+    job: VisibleJob,
+    request: Request,
+    events: JobEventsDep,
+    store: StoreDep,
+    presenter: PresenterDep,
 ) -> StreamingResponse:
     """Server-sent events: a `job` event with the job's snapshot now and at every change
     (state, attempt, progress), until the job finishes; then the stream closes."""
 
     async def stream() -> AsyncIterator[str]:
-        channel = record_key(job.id)
-        pubsub = redis.pubsub()
-        await pubsub.subscribe(channel)
-        try:
+        async with events.watch(record_key(job.id)) as changed:
             last, sequence = "", 0
             while True:
+                changed.clear()
                 record = await store.get(job.id)
                 if record is None:
                     return
@@ -98,14 +101,11 @@ async def job_events(
                     last = snapshot
                 if record.state.finished or await request.is_disconnected():
                     return
-                message = await pubsub.get_message(
-                    ignore_subscribe_messages=True, timeout=KEEPALIVE_S
-                )
-                if message is None:
+                try:
+                    async with asyncio.timeout(KEEPALIVE_S):
+                        await changed.wait()
+                except TimeoutError:
                     yield ": keep-alive\n\n"
-        finally:
-            await pubsub.unsubscribe(channel)
-            await pubsub.aclose()
 
     return StreamingResponse(
         stream(),
