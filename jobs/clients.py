@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -49,13 +49,19 @@ def redis_retry(settings: Settings) -> Retry:
 
 
 def create_redis(settings: Settings) -> Redis:
-    """A Redis connection pool with timeouts, riding out a restart for `REDIS_RETRY_SECONDS`."""
-    return Redis.from_url(
+    """A Redis connection pool with timeouts, riding out a restart for `REDIS_RETRY_SECONDS`.
+
+    The pool blocks when all its connections are busy: a burst of more concurrent requests
+    than connections waits its turn instead of failing ("Too many connections").
+    """
+    pool = BlockingConnectionPool.from_url(
         settings.redis_url,
+        max_connections=200,
+        timeout=max(5.0, settings.redis_retry_seconds),
         socket_connect_timeout=5,
         socket_timeout=10,
         health_check_interval=15,
         retry=redis_retry(settings),
         retry_on_error=list(REDIS_RETRY_ON),
-        max_connections=200,
     )
+    return Redis(connection_pool=pool)
