@@ -1,42 +1,50 @@
 """Failure alerts: a dead letter posts a short Slack-compatible message to ALERT_WEBHOOK_URL.
 
-At most `ALERT_MAX_PER_MINUTE` alerts leave per minute across all workers (a
-counter in Redis), so a storm of failures does not flood the channel; the next
-alert that goes out says how many were held back.
+At most `ALERT_MAX_PER_MINUTE` alerts leave in any 60 seconds across all workers
+(a sliding window in Redis), so a storm of failures does not flood the channel;
+the next alert that goes out says how many were held back.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+import secrets
+from importlib import resources
 
 import httpx
 from redis.asyncio import Redis
 
 from jobs import metrics
-from jobs.records import PREFIX, JobRecord
+from jobs.records import PREFIX, JobRecord, now_ms
 from jobs.settings import Settings
 
 log = logging.getLogger("jobs.alerts")
 
 
+SENT_KEY = f"{PREFIX}alerts:sent"
+WINDOW_MS = 60_000
+
+
 class Alerter:
+    """Posts failure alerts, within the rate limit."""
+
     def __init__(self, redis: Redis, http: httpx.AsyncClient, settings: Settings) -> None:
         self.redis = redis
         self.http = http
         self.settings = settings
+        source = (resources.files("jobs") / "lua" / "rate.lua").read_text()
+        self._allow = redis.register_script(source)
 
     async def dead_letter(self, record: JobRecord) -> bool:
         """Post one alert for a dead letter, unless the rate limit holds it back."""
         url = self.settings.alert_webhook_url
         if not url:
             return False
-        window = f"{PREFIX}alerts:{int(time.time() // 60)}"
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.incr(window)
-            pipe.expire(window, 120)
-            sent_this_minute, _ = await pipe.execute()
-        if sent_this_minute > self.settings.alert_max_per_minute:
+        allowed = await self._allow(
+            keys=[SENT_KEY],
+            args=[now_ms(), WINDOW_MS, self.settings.alert_max_per_minute, secrets.token_hex(8)],
+        )
+        if not allowed:
             await self.redis.incr(f"{PREFIX}alerts:held")
             metrics.ALERTS.labels("held_back").inc()
             return False
