@@ -39,6 +39,8 @@ if crashes >= tonumber(ARGV[4]) or attempt >= max_attempts then
   redis.call('PERSIST', KEYS[2])
   redis.call('DEL', KEYS[8], KEYS[9], KEYS[10])
   redis.call('ZREM', KEYS[11], id)
+  -- A cancel that came while it ran left arq's abort marker, which arq never clears.
+  redis.call('ZREM', 'arq:abort', id)
   redis.call('PUBLISH', KEYS[1], 'failed')
   redis.call('RPUSH', 'lr:outbox', id)
   local minute = 'lr:stats:' .. math.floor(tonumber(now) / 60000)
