@@ -26,6 +26,7 @@ from prometheus_client import start_http_server
 from jobs.alerts import Alerter
 from jobs.analysis import ANALYSIS, create_claude_client
 from jobs.canary import CANARY
+from jobs.claims import install as install_claim_guard
 from jobs.clients import REDIS_RETRY_ON, json_dumps, json_loads, redis_retry
 from jobs.deps import WorkerDeps
 from jobs.exports import EXPORT, abort_stale_uploads
@@ -99,6 +100,7 @@ def _startup(settings: Settings, kinds: Sequence[JobKind]) -> Hook:
             await deps.store.beat(worker_id, settings.claim_ttl_ms)
             # An enqueue wakes this worker at once instead of at its next poll (jobs/wakeup.py).
             install_wakeable_poll()
+            install_claim_guard()
             wake = wake_this_worker()
             tasks = [
                 asyncio.create_task(keep_listening(ctx["redis"], settings.queue_name, wake)),

@@ -6,12 +6,19 @@ import json
 import signal
 import time
 
+import arq.worker
 import pytest
+from arq.connections import create_pool
+from arq.worker import Worker
 from redis.asyncio import Redis
 
+from jobs.claims import start_jobs_surviving_redis_loss
 from jobs.records import JobStore
+from jobs.worker import worker_options
 from tests.conftest import ACME, ADMIN, api_client, eventually, make_settings, running_worker
+from tests.support.kinds import TEST_KINDS
 from tests.support.processes import kill, start_worker
+from tests.support.proxy import Proxy
 from tests.support.services import RedisServer
 
 pytestmark = pytest.mark.slow
@@ -227,3 +234,30 @@ async def test_worker_and_api_ride_out_a_redis_restart(s3_server, tmp_path):
         kill(proc)
         await redis.aclose()
         server.stop()
+
+
+async def test_claim_cut_off_by_redis_ends_the_poll_not_the_worker(settings, redis_server):
+    # arq claims under WATCH, which redis-py cannot retry: without the guard a Redis
+    # restart at that moment ends the worker process.
+    async with running_worker(settings) as running:
+
+        async def started():
+            return running.ctx.get("deps")
+
+        await eventually(started)
+        assert arq.worker.Worker.start_jobs is start_jobs_surviving_redis_loss
+    proxy = Proxy(target_port=redis_server.port).start()
+    cut = settings.model_copy(
+        update={"redis_url": f"redis://127.0.0.1:{proxy.port}/0", "redis_retry_seconds": 0.2}
+    )
+    options = worker_options(cut, TEST_KINDS)
+    pool = await create_pool(options["redis_settings"])
+    worker = Worker(**options, redis_pool=pool, handle_signals=False)
+    try:
+        proxy.set_down(True)
+        await worker.start_jobs([b"job_claimed_while_redis_restarts"])
+        assert worker.job_counter == 0 and not worker.tasks
+        assert worker.sem._value == settings.worker_concurrency + 1  # all free (arq: max_jobs + 1)
+    finally:
+        proxy.stop()
+        await pool.aclose()
