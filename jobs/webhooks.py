@@ -319,7 +319,9 @@ class WebhookStore:
             try:
                 await pipe.execute()
             except WatchError:
-                return False  # published at the same moment by another worker
+                if await self.redis.exists(delivery_key(delivery_id)):
+                    return False  # published at the same moment by another worker
+                raise  # the connection broke under the transaction: the publisher retries
         return True
 
     async def schedule_attempt(
