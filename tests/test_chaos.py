@@ -127,6 +127,8 @@ async def test_chaos_run_loses_nothing_duplicates_nothing_and_leaks_nothing(tmp_
         await _wait_all_terminal(api, jobs)
         quiet_s = time.monotonic() - started
         books = await _check_books(api, stack, jobs, endpoints)
+        died = [(p.pid, p.returncode) for p in stack.workers if p.poll() is not None]
+        assert not died, f"workers exited on their own (pid, code): {died}; see worker-*.log"
         await _wait_workers_online(api, 2)
         sigtermed = [p for p in stack.retired if p.returncode not in (-9,)]
         assert all(p.wait(30) == 0 for p in sigtermed), "a drained worker did not exit cleanly"
