@@ -17,8 +17,9 @@ Each side runs ONE worker process against a private redis-server (flushed per ru
 
 A peer's probe job pushes `time.time()` when it starts. Latency = start - the wall-clock
 time just before the enqueue call (one host clock). Probes go one at a time: each waits
-until the previous job ran (ours: finished), then a random 50-250 ms, so every probe meets
-an idle worker at a random point of its poll cycle. Three warm-up probes are not counted.
+until the previous job ran (ours: finished), then a random 50-600 ms (longer than arq's
+default 0.5 s poll), so every probe meets an idle worker at a random point of its poll
+cycle. Three warm-up probes are not counted.
 
 Idle CPU: after the warm-up and 2 s of quiet, the CPU seconds the worker (its whole process
 group: Celery's includes its 2 pool processes) used over `--idle` seconds, as a share of one
@@ -72,7 +73,9 @@ DEFAULT_OUT = RESULTS / "latency.json"
 LOG_DIR = RESULTS / "latency_logs"
 SIDES = ("ours", "arq-defaults", "arq-tuned", "saq", "celery")
 API_KEY = "bench-latency-key"
-GAP_S = (0.05, 0.25)
+# Wider than arq's default 0.5 s poll: a probe sent a fixed time after the previous job
+# started (at a poll tick) would otherwise always land at the same part of the poll cycle.
+GAP_S = (0.05, 0.60)
 WARMUP_PROBES = 3
 QUIET_S = 2.0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import statistics
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,8 +93,14 @@ def _bars(
     plt.close(fig)
 
 
-def _strip(path: Path, title: str, groups: list[tuple[str, list[float]]], ylabel: str) -> None:
-    """Every value of each group as a dot, with the median as a line (log scale)."""
+def _strip(
+    path: Path,
+    title: str,
+    groups: list[tuple[str, list[float]]],
+    ylabel: str,
+    target: float | None = None,
+) -> None:
+    """Every value of each group as a dot, the median as a line, a target dashed (log)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,8 +112,9 @@ def _strip(path: Path, title: str, groups: list[tuple[str, list[float]]], ylabel
             continue
         xs = [i + (j - len(values) / 2) * 0.02 for j in range(len(values))]
         ax.scatter(xs, values, s=18, color="#2b6cb0" if i == 0 else "#718096", zorder=3)
-        median = sorted(values)[len(values) // 2]
-        ax.hlines(median, i - 0.25, i + 0.25, color="black", zorder=4)
+        ax.hlines(statistics.median(values), i - 0.25, i + 0.25, color="black", zorder=4)
+    if target is not None:
+        ax.axhline(target, color="#c53030", linestyle="--", linewidth=1)
     ax.set_xticks(range(len(groups)), [g[0] for g in groups], fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel(ylabel)
@@ -193,8 +201,9 @@ class Report:
                 f"| {fmt(r['p99_ms'], 1)} | {r['redis_commands_per_request']['median']:.1f} "
                 f"| {'yes' if r['all_jobs_made'] else 'NO'} |"
             )
-        labels = [f"{'ours' if s == 'ours' else 'bare'} x{w}" for s, w in sorted(rows)]
-        spreads = [rows[k] for k in sorted(rows)]
+        order = sorted(rows, key=lambda k: (k[0] != "ours", k[1]))  # ours first
+        labels = [f"{'ours' if s == 'ours' else 'bare'} x{w}" for s, w in order]
+        spreads = [rows[k] for k in order]
         image = self.chart(
             "http_enqueue",
             lambda p: _bars(
@@ -488,8 +497,9 @@ class Report:
         groups = [(name, side["delays_s"]) for name, side in sides.items()]
         image = self.chart(
             "crash_recovery",
-            lambda p: _strip(p, "kill -9 to the job's next start (each trial; line: median)",
-                             groups, "seconds (log)"),
+            lambda p: _strip(p, "kill -9 to the job's next start (each trial; line: median; "
+                             f"dashed: {LEASE_S + 2:g} s)", groups, "seconds (log)",
+                             LEASE_S + 2),
         )  # fmt: skip
         lines = ["| side | trials | median s | worst s | min s |", "|---|---:|---:|---:|---:|"]
         for name, side in sides.items():
