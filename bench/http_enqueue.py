@@ -299,9 +299,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_exit)
-    wrk_version = subprocess.run(
-        [wrk_binary(), "--version"], capture_output=True, text=True, check=False
-    ).stdout.split("\n")[0]
+    wrk_version = (
+        subprocess.run([wrk_binary(), "--version"], capture_output=True, text=True, check=False)
+        .stdout.split("\n")[0]
+        .split(" Copyright")[0]
+    )
     meta: dict[str, Any] = {
         "benchmark": "http_enqueue",
         "seconds": args.seconds,

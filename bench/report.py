@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -230,7 +231,8 @@ class Report:
                     f"(an idempotent replay: {trips.get('ours_replay', float('nan')):.0f}), "
                     f"bare `enqueue_job` {trips.get('bare', float('nan')):.1f}.",
                     "",
-                    f"Settings: {data.get('wrk')}, {data.get('seconds')} s per run after a "
+                    f"Settings: {re.sub(r' Copyright [^;]*', '', str(data.get('wrk')))}, "
+                    f"{data.get('seconds')} s per run after a "
                     "warm-up, `uvicorn --no-access-log --workers N`, our API at its defaults "
                     "(`LOG_LEVEL=INFO`, one account key as a SHA-256 digest), a unique "
                     "`Idempotency-Key` per request. Versions: "
@@ -598,8 +600,10 @@ class Report:
                     f"{data.get('rss_sample_interval_s')} s from /proc; growth = peak during "
                     "the export - RSS just before; VmHWM is the kernel's high-water mark. "
                     f"Worker settings: {data.get('worker_settings')}. The 100k export runs "
-                    "once per full run (about 6 minutes against moto), the 10k one three "
-                    f"times. Versions: {_versions(data.get('versions', {}))}.",
+                    "once per full run (with its seeding, about half an hour against moto on "
+                    "the shared machine), the 10k one three times. Versions: "
+                    f"{_versions(data.get('versions', {}))}."
+                    + (f" {data['note']}" if data.get("note") else ""),
                 ]
             )
         )
