@@ -49,6 +49,7 @@ from pydantic import SecretStr
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
+from bench.common import group_cpu_s, machine_busy_s, process_cpu_s
 from jobs.documents import Documents
 from jobs.records import ACTIVE_KEY, JobState, JobStore
 from jobs.settings import Settings
@@ -122,45 +123,6 @@ def stop_process(proc: subprocess.Popen | None) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # its children too, if any outlived it
     proc.wait(10)
-
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def _stat_fields(stat: str) -> tuple[int, float]:
-    """(process group, CPU seconds so far) from a /proc/<pid>/stat line."""
-    rest = stat.rsplit(")", 1)[1].split()
-    return int(rest[2]), (int(rest[11]) + int(rest[12])) / CLOCK_TICKS
-
-
-def process_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) one live process has used so far (Linux /proc)."""
-    try:
-        return _stat_fields(Path(f"/proc/{pid}/stat").read_text())[1]
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def group_cpu_s(pgid: int) -> float:
-    """CPU seconds the live processes of a process group have used so far (Linux /proc)."""
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            pgrp, cpu = _stat_fields((entry / "stat").read_text())
-        except (OSError, IndexError, ValueError):
-            continue
-        if pgrp == pgid:
-            total += cpu
-    return total
-
-
-def machine_busy_s() -> float:
-    """CPU seconds the whole machine has been busy (all cores, not idle or iowait)."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
 
 
 @dataclass

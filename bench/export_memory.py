@@ -79,6 +79,7 @@ from bench.analysis_throughput import (
     stop_process,
     worker_env,
 )
+from bench.common import git_state
 from jobs.documents import doc_index_key, document_key
 from jobs.exports import PartSink, export_key
 from jobs.records import WORKERS_KEY, JobRecord, JobStore, now_ms
@@ -590,22 +591,6 @@ def redis_server_version() -> str:
         ["redis-server", "--version"], capture_output=True, text=True, timeout=10, check=False
     )
     return answer.stdout.strip()
-
-
-def git_state() -> dict[str, Any]:
-    """The commit measured, and any uncommitted changes to the service's code (other people
-    edit it while benchmarks run: the worker imports whatever is on disk when it starts)."""
-
-    def git(*args: str) -> str:
-        answer = subprocess.run(
-            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False
-        )
-        return answer.stdout.strip()
-
-    return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "dirty": git("status", "--porcelain", "--", "jobs", "api").splitlines(),
-    }
 
 
 def versions() -> dict[str, str]:
