@@ -69,6 +69,11 @@ def install() -> None:
     arq.worker.poll = wakeable_poll  # type: ignore[attr-defined]
 
 
+def current_wake() -> asyncio.Event | None:
+    """The wake event of the worker loop this runs in (None: plain polling)."""
+    return _WAKE.get()
+
+
 def wake_this_worker() -> asyncio.Event:
     """The wake event of the worker whose `on_startup` calls this, in its task."""
     event = asyncio.Event()

@@ -26,8 +26,14 @@ from prometheus_client import start_http_server
 from jobs.alerts import Alerter
 from jobs.analysis import ANALYSIS, create_claude_client
 from jobs.canary import CANARY
-from jobs.claims import install as install_claim_guard
-from jobs.clients import REDIS_RETRY_ON, json_dumps, json_loads, redis_retry
+from jobs.claims import install as install_batched_claims
+from jobs.clients import (
+    REDIS_RETRY_ON,
+    freeze_startup_heap,
+    json_dumps,
+    json_loads,
+    redis_retry,
+)
 from jobs.deps import WorkerDeps
 from jobs.exports import EXPORT, abort_stale_uploads
 from jobs.health import refresh_queue_gauges
@@ -100,7 +106,7 @@ def _startup(settings: Settings, kinds: Sequence[JobKind]) -> Hook:
             await deps.store.beat(worker_id, settings.claim_ttl_ms)
             # An enqueue wakes this worker at once instead of at its next poll (jobs/wakeup.py).
             install_wakeable_poll()
-            install_claim_guard()
+            install_batched_claims()
             wake = wake_this_worker()
             tasks = [
                 asyncio.create_task(keep_listening(ctx["redis"], settings.queue_name, wake)),
@@ -145,6 +151,7 @@ def _startup(settings: Settings, kinds: Sequence[JobKind]) -> Hook:
             await stack.aclose()
             raise
         ctx.update(deps=deps, exit_stack=stack, background=tasks)
+        freeze_startup_heap()
         log.info("worker %s started", worker_id, extra={"kinds": [k.name for k in kinds]})
 
     return on_startup
@@ -206,6 +213,9 @@ def worker_options(settings: Settings, kinds: Sequence[JobKind]) -> dict[str, An
         "job_serializer": json_dumps,
         "job_deserializer": json_loads,
         "max_jobs": settings.worker_concurrency,
+        # Running jobs stay at the head of arq's queue: a poll reads past them to the jobs
+        # it can start (claimed in one round trip each poll, jobs/claims.py).
+        "queue_read_limit": max(100, 2 * settings.worker_concurrency),
         "job_timeout": settings.job_timeout_seconds,
         # On SIGTERM: stop taking jobs, let running ones finish for this long, then hand
         # the rest back (the runner undoes their try).

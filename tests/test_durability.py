@@ -12,7 +12,7 @@ from arq.connections import create_pool
 from arq.worker import Worker
 from redis.asyncio import Redis
 
-from jobs.claims import start_jobs_surviving_redis_loss
+from jobs.claims import start_jobs_batched
 from jobs.records import JobStore
 from jobs.worker import worker_options
 from tests.conftest import ACME, ADMIN, api_client, eventually, make_settings, running_worker
@@ -245,7 +245,7 @@ async def test_claim_cut_off_by_redis_ends_the_poll_not_the_worker(settings, red
             return running.ctx.get("deps")
 
         await eventually(started)
-        assert arq.worker.Worker.start_jobs is start_jobs_surviving_redis_loss
+        assert arq.worker.Worker.start_jobs is start_jobs_batched
     proxy = Proxy(target_port=redis_server.port).start()
     cut = settings.model_copy(
         update={"redis_url": f"redis://127.0.0.1:{proxy.port}/0", "redis_retry_seconds": 0.2}
