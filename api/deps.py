@@ -12,13 +12,33 @@ from fastapi import Depends, Header, Path, Request
 from redis.asyncio import Redis
 
 from api.events import JobEvents
+from jobs.documents import Documents
 from jobs.errors import Forbidden, NotFound, Unauthorized
 from jobs.records import JobRecord, JobStore
 from jobs.settings import Settings
 from jobs.storage import Storage
 from jobs.views import JobPresenter
+from jobs.webhooks import WebhookStore
 
 JOB_ID_PATTERN = re.compile(r"^job_[0-9A-HJKMNP-TV-Z]{26}$")
+
+
+@dataclass(frozen=True)
+class Services:
+    """The app's clients and stores, made once in the lifespan (`app.state.services`)."""
+
+    settings: Settings
+    redis: Redis
+    store: JobStore
+    storage: Storage
+    presenter: JobPresenter
+    webhooks: WebhookStore
+    documents: Documents
+    events: JobEvents
+
+
+async def get_services(request: Request) -> Services:
+    return request.app.state.services
 
 
 # The getters are `async def` on purpose: FastAPI runs a plain `def` dependency in its thread
@@ -47,6 +67,9 @@ async def get_job_events(request: Request) -> JobEvents:
     return request.app.state.events
 
 
+# Each dependency costs FastAPI's solver ~15-20 us a request: the enqueueing routes, the
+# hottest, take all the services as one.
+ServicesDep = Annotated[Services, Depends(get_services)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 JobEventsDep = Annotated[JobEvents, Depends(get_job_events)]
 PresenterDep = Annotated[JobPresenter, Depends(get_presenter)]
@@ -85,19 +108,24 @@ def identify(authorization: str | None, settings: Settings) -> Caller:
     return Caller(account=account, admin=admin)
 
 
-async def get_caller(
-    settings: SettingsDep, authorization: Annotated[str | None, Header()] = None
-) -> Caller:
-    return identify(authorization, settings)
+AuthorizationHeader = Annotated[str | None, Header()]
 
 
-async def get_account(caller: Annotated[Caller, Depends(get_caller)]) -> str:
+# Each of these reads the header itself rather than depending on `get_caller`: one
+# dependency fewer for FastAPI to solve on every request.
+async def get_caller(request: Request, authorization: AuthorizationHeader = None) -> Caller:
+    return identify(authorization, request.app.state.settings)
+
+
+async def get_account(request: Request, authorization: AuthorizationHeader = None) -> str:
+    caller = identify(authorization, request.app.state.settings)
     if caller.account is None:
         raise Forbidden("this route needs an account key, not an operator key")
     return caller.account
 
 
-async def require_admin(caller: Annotated[Caller, Depends(get_caller)]) -> Caller:
+async def require_admin(request: Request, authorization: AuthorizationHeader = None) -> Caller:
+    caller = identify(authorization, request.app.state.settings)
     if not caller.admin:
         raise Forbidden("this route is for operator (admin) keys")
     return caller

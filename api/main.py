@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ulid import ULID
 
+from api.deps import Services
 from api.events import JobEvents
 from api.limits import BodyLimit, body_limits
 from api.problems import document_problems, install_problem_handlers
@@ -31,7 +32,7 @@ from api.routes import (
     webhooks,
 )
 from jobs import metrics
-from jobs.clients import create_redis
+from jobs.clients import create_redis, freeze_startup_heap
 from jobs.documents import Documents
 from jobs.health import refresh_queue_gauges
 from jobs.logs import REQUEST_ID_VAR, configure_logging
@@ -102,16 +103,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with AsyncExitStack() as stack:
             redis = create_redis(settings)
             stack.push_async_callback(redis.aclose)
-            app.state.settings = settings
-            app.state.redis = redis
-            app.state.store = JobStore(redis, settings)
-            app.state.storage = await stack.enter_async_context(open_storage(settings))
-            app.state.webhooks = WebhookStore(redis, settings)
-            app.state.presenter = JobPresenter(app.state.storage, settings)
-            app.state.documents = Documents(redis, app.state.storage, settings.max_document_bytes)
-            app.state.events = JobEvents(redis)
-            await app.state.events.start()
-            stack.push_async_callback(app.state.events.close)
+            storage = await stack.enter_async_context(open_storage(settings))
+            events = JobEvents(redis)
+            services = Services(
+                settings=settings,
+                redis=redis,
+                store=JobStore(redis, settings),
+                storage=storage,
+                presenter=JobPresenter(storage, settings),
+                webhooks=WebhookStore(redis, settings),
+                documents=Documents(redis, storage, settings.max_document_bytes),
+                events=events,
+            )
+            app.state.services = services
+            for name in Services.__dataclass_fields__:  # also one by one, for the getters
+                setattr(app.state, name, getattr(services, name))
+            await events.start()
+            stack.push_async_callback(events.close)
+            freeze_startup_heap()
             yield
 
     app = FastAPI(

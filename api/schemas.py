@@ -66,9 +66,12 @@ async def accepted(store: JobStore, presenter: JobPresenter, enqueued: Enqueued)
     headers = {"Location": f"/v1/jobs/{enqueued.job_id}", "Retry-After": "1"}
     if enqueued.replayed:
         headers["Idempotent-Replayed"] = "true"
-    body = (
-        (await job_public(record, presenter)).model_dump(mode="json")
-        if record
-        else {"id": enqueued.job_id}
-    )
+    if record is None:
+        body: dict[str, Any] = {"id": enqueued.job_id}
+    elif enqueued.record is not None:
+        # A job made just now: its resource is already plain JSON (no result, no error),
+        # so the JobPublic model (the bulk of the answer's CPU) is skipped.
+        body = await presenter.resource(record)
+    else:
+        body = (await job_public(record, presenter)).model_dump(mode="json")
     return JSONResponse(body, status_code=202, headers=headers)

@@ -5,6 +5,7 @@ Called from FastAPI's lifespan and arq's `on_startup`; never at import time.
 
 from __future__ import annotations
 
+import gc
 import json
 from typing import Any
 
@@ -65,3 +66,11 @@ def create_redis(settings: Settings) -> Redis:
         retry_on_error=list(REDIS_RETRY_ON),
     )
     return Redis(connection_pool=pool)
+
+
+def freeze_startup_heap() -> None:
+    """Put every object made so far out of the garbage collector's sight; called once the
+    process has started. The modules, botocore's service models and the app live as long
+    as the process, and a full collection walking them paused a busy API for ~100 ms (its
+    slowest 1% of requests) and cost it a third of its enqueue rate."""
+    gc.freeze()

@@ -287,15 +287,15 @@ class JobStore:
             {"t": None, "f": kind, "a": [job_id], "k": {}, "et": created}, separators=(",", ":")
         )
         args_json = json.dumps(args, separators=(",", ":"))
-        fields: list[str | int] = [
-            "id", job_id, "kind", kind, "account", account, "state", JobState.QUEUED.value,
-            "attempt", 0, "max_attempts", self.settings.job_max_tries, "progress", "0",
-            "created_at", created, "updated_at", created, "args", args_json,
-        ]  # fmt: skip
+        fields = {
+            "id": job_id, "kind": kind, "account": account, "state": JobState.QUEUED.value,
+            "attempt": "0", "max_attempts": str(self.settings.job_max_tries), "progress": "0",
+            "created_at": str(created), "updated_at": str(created), "args": args_json,
+        }  # fmt: skip
         if request_id:
-            fields += ["request_id", request_id]
+            fields["request_id"] = request_id
         if replay_of:
-            fields += ["replay_of", replay_of]
+            fields["replay_of"] = replay_of
         idem_key = (
             f"{PREFIX}idem:{account}:{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
             if idempotency_key
@@ -315,7 +315,7 @@ class JobStore:
             args=[
                 job_id, kind, created, arq_payload, self.retention_s * 1000, self.retention_s,
                 self.settings.idempotency_ttl_seconds if idempotency_key else 0, fingerprint,
-                replay_of or "", *fields,
+                replay_of or "", json.dumps(fields, separators=(",", ":")),
             ],
         )  # fmt: skip
         status, found = _text(status), _text(found) or job_id

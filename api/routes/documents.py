@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from starlette.datastructures import UploadFile
 
-from api.deps import AccountDep, IdempotencyKeyDep, PresenterDep, SettingsDep, StoreDep
+from api.deps import AccountDep, IdempotencyKeyDep, ServicesDep, SettingsDep
 from api.schemas import JobPublic, accepted, rfc3339
 from jobs.documents import USER_ID_PATTERN, DocumentMeta, Documents
 from jobs.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
@@ -75,10 +75,10 @@ DocumentsDep = Annotated[Documents, Depends(get_documents)]
 
 
 async def get_owned_document(
-    doc_id: Annotated[str, Path(max_length=64)], account: AccountDep, documents: DocumentsDep
+    doc_id: Annotated[str, Path(max_length=64)], account: AccountDep, services: ServicesDep
 ) -> DocumentMeta:
     """The document, if this account owns it; else 404."""
-    meta = await documents.get(doc_id)
+    meta = await services.documents.get(doc_id)
     if meta is None or meta.account != account:
         raise NotFound("no such document")
     return meta
@@ -206,24 +206,22 @@ async def create_document(
 
 
 @router.get("/{doc_id}", response_model=DocumentPublic)
-async def get_document(document: OwnedDocument, store: StoreDep) -> DocumentPublic:
+async def get_document(document: OwnedDocument, services: ServicesDep) -> DocumentPublic:
     """The document's metadata with its latest analysis, if any."""
-    return await document_public(document, store)
+    return await document_public(document, services.store)
 
 
 @router.post("/{doc_id}/analyses", status_code=202, response_model=JobPublic)
 async def create_analysis(
     document: OwnedDocument,
     request: Request,
-    store: StoreDep,
-    presenter: PresenterDep,
-    documents: DocumentsDep,
+    services: ServicesDep,
     idempotency_key: IdempotencyKeyDep = None,
     body: AnalysisCreate | None = None,
 ) -> JSONResponse:
     """Enqueue an analysis of the document by Claude; needs only Redis (S3 may be down)."""
     args = {"document_id": document.id, "instructions": body.instructions if body else None}
-    enqueued = await store.create(
+    enqueued = await services.store.create(
         kind="analysis",
         account=document.account,
         args=args,
@@ -232,5 +230,5 @@ async def create_analysis(
         request_id=request.state.request_id,
     )
     if not enqueued.replayed:
-        await documents.set_latest_analysis(document.id, enqueued.job_id)
-    return await accepted(store, presenter, enqueued)
+        await services.documents.set_latest_analysis(document.id, enqueued.job_id)
+    return await accepted(services.store, services.presenter, enqueued)

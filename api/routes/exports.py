@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from api.deps import AccountDep, IdempotencyKeyDep, PresenterDep, StoreDep
+from api.deps import AccountDep, IdempotencyKeyDep, ServicesDep
 from api.schemas import JobPublic, accepted
 from jobs.documents import USER_ID_PATTERN
 from jobs.records import body_fingerprint
@@ -25,8 +25,7 @@ class ExportCreate(BaseModel):
 async def create_export(
     body: ExportCreate,
     account: AccountDep,
-    store: StoreDep,
-    presenter: PresenterDep,
+    services: ServicesDep,
     request: Request,
     idempotency_key: IdempotencyKeyDep = None,
 ) -> JSONResponse:
@@ -34,7 +33,7 @@ async def create_export(
     Redis (S3 may be down: the job retries). The finished job's `result.download_url` is
     presigned at each lookup."""
     args = body.model_dump()
-    enqueued = await store.create(
+    enqueued = await services.store.create(
         kind="export",
         account=account,
         args=args,
@@ -42,4 +41,4 @@ async def create_export(
         fingerprint=body_fingerprint("POST", request.url.path, args),
         request_id=request.state.request_id,
     )
-    return await accepted(store, presenter, enqueued)
+    return await accepted(services.store, services.presenter, enqueued)

@@ -5,7 +5,8 @@
 --       11 open dead letters
 -- ARGV: 1 id, 2 kind, 3 created_ms (also the due time), 4 arq payload, 5 arq ttl ms,
 --       6 retention s, 7 idempotency ttl s (0: none), 8 body fingerprint,
---       9 replayed job id ('' for none), 10.. field/value pairs of the record
+--       9 replayed job id ('' for none), 10 the record's fields, a JSON object of strings
+--       (one argument rather than 20: redis-py packs every argument separately)
 local id = ARGV[1]
 if tonumber(ARGV[7]) > 0 then
   local existing = redis.call('GET', KEYS[8])
@@ -34,7 +35,10 @@ if tonumber(ARGV[7]) > 0 then
   redis.call('SET', KEYS[8], cjson.encode({job_id = id, fingerprint = ARGV[8]}), 'EX', ARGV[7])
 end
 local fields = {}
-for i = 10, #ARGV do fields[#fields + 1] = ARGV[i] end
+for name, value in pairs(cjson.decode(ARGV[10])) do
+  fields[#fields + 1] = name
+  fields[#fields + 1] = value
+end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 local created = tonumber(ARGV[3])
