@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     worker_max_crashes: int = Field(3, ge=1, le=100)
     worker_drain_seconds: int = Field(20, ge=0, le=3600)
     worker_concurrency: int = Field(20, ge=1, le=1000)
-    worker_poll_delay_seconds: float = Field(0.1, gt=0, le=10)
+    worker_poll_delay_seconds: float = Field(0.25, gt=0, le=10)
     reconcile_interval_seconds: float = Field(5.0, gt=0)
     queue_max_depth: int = Field(1000, ge=1)
     queue_max_age_seconds: float = Field(300.0, gt=0)

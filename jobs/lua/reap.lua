@@ -52,4 +52,6 @@ redis.call('HSET', KEYS[1], 'state', 'queued', 'next_attempt_at', '')
 redis.call('ZADD', KEYS[3], now, id)
 redis.call('DEL', KEYS[9])
 redis.call('PUBLISH', KEYS[1], 'queued')
+-- Wake the idle workers now rather than at their next poll (jobs/wakeup.py).
+redis.call('PUBLISH', 'lr:wake:' .. KEYS[11], '')
 return 'released'
