@@ -6,7 +6,7 @@
 Each side runs ONE worker process against a private redis-server (flushed per run):
 
 - `ours`: `uvicorn api.main:app` (1 process) and `arq jobs.worker.WorkerSettings`, every
-  setting at its default (`WORKER_POLL_DELAY_SECONDS=0.1`), with moto's S3 server. A probe
+  setting at its default (`WORKER_POLL_DELAY_SECONDS`, 0.25 s), with moto's S3 server. A probe
   is `POST /v1/exports` (bearer key, `Idempotency-Key`) for a user with no documents; the
   start is the job record's `started_at` (milliseconds), when our job layer takes the job.
 - `arq-defaults` (`poll_delay=0.5`, `max_jobs=10`) and `arq-tuned` (`poll_delay=0.01`,
@@ -80,9 +80,15 @@ WARMUP_PROBES = 3
 QUIET_S = 2.0
 
 
+def _default(name: str) -> object:
+    return Settings.model_fields[name].default
+
+
 def side_settings(side: str) -> str:
     return {
-        "ours": "HTTP API; defaults (WORKER_POLL_DELAY_SECONDS=0.1, WORKER_CONCURRENCY=20)",
+        "ours": "HTTP API; defaults (WORKER_POLL_DELAY_SECONDS="
+        f"{_default('worker_poll_delay_seconds')}, "
+        f"WORKER_CONCURRENCY={_default('worker_concurrency')})",
         "arq-defaults": "enqueue_job; defaults (poll_delay=0.5, max_jobs=10)",
         "arq-tuned": f"enqueue_job; poll_delay={ARQ_TUNED_POLL_S}, max_jobs={ARQ_TUNED_MAX_JOBS}",
         "saq": "queue.enqueue; defaults (concurrency=10)",
