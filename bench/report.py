@@ -705,11 +705,10 @@ def write(results: Path, report_dir: Path, *, quick: bool) -> Path:
         + (f" with uncommitted changes in {', '.join(git['dirty'])}" if git.get("dirty") else "")
         + ". How each is measured: [README.md](README.md).",
         "",
-        f"**The machine was shared.** {os.cpu_count()} cores, shared with another engineer's "
-        "test and chaos runs (many processes) during the whole run; every benchmark's system "
-        "under test, its Redis and its load generator also share those cores. Each section "
-        "gives the CPU other people's processes used meanwhile. "
-        f"{_machine_note(results)}.",
+        f"**Shared cores.** {os.cpu_count()} cores: every benchmark's system under test, its "
+        "Redis and its load generator share them, and so do other people's processes when "
+        "any run (this machine is shared). Each section gives the CPU those used meanwhile; "
+        f"near 0 means the machine was otherwise quiet. {_machine_note(results)}.",
         "",
     ]
     if failed:
