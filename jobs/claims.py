@@ -1,4 +1,5 @@
-"""Claim arq jobs in one Redis round trip per poll, and survive Redis going away meanwhile.
+"""Claim arq jobs in one Redis round trip per poll, and survive Redis going away meanwhile;
+skip arq's own finish of a job whose final record already did it.
 
 arq's `Worker.start_jobs` claims the due jobs one at a time, each with WATCH on its
 in-progress key, EXISTS, ZSCORE and MULTI/PSETEX/EXEC: four round trips per job, on the
@@ -13,9 +14,14 @@ A Redis failure during the claim (a restart: redis-py cannot retry a script whos
 it does not know) ends this poll iteration instead of the worker process, as arq's own
 WATCH claim would have: the slots are given back and the jobs stay queued for a later poll.
 
-arq has no hook for this and the arq CLI builds `arq.worker.Worker` itself, so the method
-is replaced on the class, as `jobs/wakeup.py` does for arq's poll loop. Checked against
-arq 0.28.0 (`Worker.start_jobs`, `run_job`, `_release_sem_dec_counter_on_complete`);
+A job that ends `succeeded` gets its final record and arq's end of the job (queue entry,
+job, in-progress and retry keys: what arq's `finish_job` deletes) in one script
+(`lua/finish.lua`), so `finish_job_unless_recorded` skips arq's pipeline for it.
+
+arq has no hook for this and the arq CLI builds `arq.worker.Worker` itself, so the methods
+are replaced on the class, as `jobs/wakeup.py` does for arq's poll loop. Checked against
+arq 0.28.0 (`Worker.start_jobs`, `run_job`, `finish_job`,
+`_release_sem_dec_counter_on_complete`);
 tests/test_claims.py fails if the shape changes.
 """
 
@@ -105,6 +111,34 @@ def _job_done(worker: Any, wake: asyncio.Event | None, _task: asyncio.Task[Any])
         wake.set()
 
 
+_finish_job = arq.worker.Worker.finish_job
+
+
+async def finish_job_unless_recorded(
+    self: Any,
+    job_id: str,
+    finish: bool,
+    result_data: bytes | None,
+    result_timeout_s: float | None,
+    keep_result_forever: bool,
+    incr_score: int | None,
+    keep_in_progress: float | None,
+) -> None:
+    """arq's `finish_job`, skipped for a job whose final record already did the same (its
+    queue entry, job, in-progress and retry keys are gone): one round trip less a job."""
+    deps = self.ctx.get("deps") if self.ctx else None
+    if deps is not None and job_id in deps.arq_finished:
+        deps.arq_finished.discard(job_id)
+        if finish and result_data is None and keep_in_progress is None:
+            return
+    await _finish_job(
+        self, job_id, finish, result_data, result_timeout_s, keep_result_forever,
+        incr_score, keep_in_progress,
+    )  # fmt: skip
+
+
 def install() -> None:
-    """Replace arq's `Worker.start_jobs` with `start_jobs_batched` (idempotent)."""
+    """Replace arq's `Worker.start_jobs` with `start_jobs_batched` and its `finish_job`
+    with `finish_job_unless_recorded` (idempotent)."""
     arq.worker.Worker.start_jobs = start_jobs_batched  # type: ignore[method-assign]
+    arq.worker.Worker.finish_job = finish_job_unless_recorded  # type: ignore[method-assign]

@@ -40,6 +40,8 @@ class WorkerDeps:
     # job id -> the task running its attempt, so a fenced worker can stop them
     running: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
     fenced_jobs: set[str] = field(default_factory=set)
+    # jobs whose final record also did arq's end of the job: arq's finish_job is skipped
+    arq_finished: set[str] = field(default_factory=set)
 
     def fence(self, new_worker_id: str) -> None:
         """This worker was declared dead: stop its jobs without recording their outcome

@@ -62,6 +62,18 @@ class JsonFormatter(logging.Formatter):
         return mask_secrets(json.dumps(entry, default=str))
 
 
+_ARQ_SUCCESS_LINE = "%6.2fs \u2190 %s \u25cf %s"  # arq 0.28's "  0.01s ← id:kind ● "
+
+
+class DropArqSuccessLines(logging.Filter):
+    """arq logs every job twice (`→` at its start, `←` at its success). Our runner's `job
+    succeeded` line says the latter with the job's context, so arq's is dropped: a third
+    of a busy worker's log lines, and of its logging CPU."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != _ARQ_SUCCESS_LINE
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Send every logger's records to stderr as JSON lines."""
     root = logging.getLogger()
@@ -79,6 +91,9 @@ def configure_logging(level: str = "INFO") -> None:
             continue  # `uvicorn --no-access-log` switched it off: keep it off
         logger.handlers[:] = []
         logger.propagate = True
+    arq_worker = logging.getLogger("arq.worker")
+    if not any(isinstance(f, DropArqSuccessLines) for f in arq_worker.filters):
+        arq_worker.addFilter(DropArqSuccessLines())
     logging.getLogger("botocore").setLevel("WARNING")
     logging.getLogger("aiobotocore").setLevel("WARNING")
     logging.getLogger("httpx").setLevel("WARNING")

@@ -481,7 +481,7 @@ class JobStore:
                 record_key(record.id), attempts_key(record.id), waiting_key(record.kind),
                 running_key(record.kind), ACTIVE_KEY, DLQ_KEY, DLQ_OPEN_KEY,
                 ARQ_JOB_PREFIX + record.id, ARQ_IN_PROGRESS_PREFIX + record.id,
-                ARQ_RETRY_PREFIX + record.id, ARQ_ABORT_KEY,
+                ARQ_RETRY_PREFIX + record.id, ARQ_ABORT_KEY, self.queue_name,
             ],
             args=[
                 record.id, state.value, now_ms(),

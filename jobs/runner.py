@@ -211,6 +211,7 @@ async def _supervise(deps: WorkerDeps, kind: JobKind, record: JobRecord, owner: 
         return
     if not done_ok:
         _lost_lease(record)
+    deps.arq_finished.add(record.id)
     metrics.JOBS_SUCCEEDED.labels(kind.name).inc()
     log.info(
         "job succeeded",

@@ -1,5 +1,6 @@
 """Batched claims (jobs/claims.py): one round trip claims as many due jobs as there are free
-slots, with arq's own test, so no job is claimed twice and none is lost."""
+slots, with arq's own test, so no job is claimed twice and none is lost; and a succeeded job
+ends arq's job in its final record, without arq's own finish round trip."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 
 import arq.worker
 from arq.connections import create_pool
@@ -148,3 +150,41 @@ async def test_a_backlog_drains_without_waiting_for_the_poll_delay(settings, red
 
     async with running_worker(settings):
         await eventually(all_done, timeout=8)
+
+
+async def test_a_succeeded_job_ends_arq_s_job_in_its_final_record(settings, redis, caplog):
+    store = JobStore(redis, settings)
+    job_id = (await store.create(kind="test.sleepy", account="acme", args={"seconds": 0})).job_id
+    caplog.set_level("INFO")
+    async with running_worker(settings) as worker:
+        await eventually(lambda: _succeeded(store, job_id))
+        await eventually(lambda: _no_task(worker))
+        assert not worker.ctx["deps"].arq_finished  # arq's finish_job took the mark off
+    for key in ("arq:job:", IN_PROGRESS, "arq:retry:"):
+        assert not await redis.exists(key + job_id)
+    assert await redis.zscore(settings.queue_name, job_id) is None
+    arq_lines = [r.getMessage() for r in caplog.records if r.name == "arq.worker"]
+    assert any("→" in line and job_id in line for line in arq_lines)
+    # arq's own success line repeats our `job succeeded`, and is dropped
+    assert not any("←" in line for line in arq_lines)
+    assert any(r.getMessage() == "job succeeded" for r in caplog.records)
+
+
+async def _succeeded(store: JobStore, job_id: str) -> bool:
+    record = await store.get(job_id)
+    return record is not None and record.state.value == "succeeded"
+
+
+async def _no_task(worker: Worker) -> bool:
+    return not any(not t.done() for t in worker.tasks.values())
+
+
+async def test_arq_s_finish_is_skipped_only_for_a_job_the_record_finished(settings, redis):
+    async with idle_worker(settings, concurrency=5) as worker:
+        worker.ctx["deps"] = SimpleNamespace(arq_finished={"job_recorded"})
+        before = await calls(redis, "exec")
+        await worker.finish_job("job_recorded", True, None, 0, False, None, None)
+        assert await calls(redis, "exec") == before  # no MULTI/EXEC round trip
+        assert not worker.ctx["deps"].arq_finished
+        await worker.finish_job("job_other", True, None, 0, False, None, None)
+        assert await calls(redis, "exec") == before + 1

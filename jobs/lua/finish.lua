@@ -2,7 +2,7 @@
 -- A failed job becomes a dead letter: its record is kept until replayed or purged.
 -- KEYS: 1 record, 2 attempts, 3 waiting(kind), 4 running(kind), 5 active, 6 dead letters,
 --       7 open dead letters, 8 arq job, 9 arq in-progress, 10 arq retry counter,
---       11 arq abort set
+--       11 arq abort set, 12 arq queue
 -- ARGV: 1 id, 2 new state, 3 now ms, 4 attempt entry json ('' keeps the last entry),
 --       5 retention s, 6 due ms (retrying/queued), 7 guard: '' none; 'orphan': only when
 --       arq holds no job for it; otherwise a worker id that must still own the run,
@@ -49,7 +49,11 @@ end
 redis.call('HSET', KEYS[1], 'finished_at', now, 'next_attempt_at', '')
 redis.call('ZREM', KEYS[5], id)
 redis.call('ZREM', KEYS[3], id)
+-- arq's own end of a finished job (its finish_job), done here in the same step: the
+-- worker then skips arq's round trip for it (jobs/claims.py).
 redis.call('ZREM', KEYS[11], id)
+redis.call('ZREM', KEYS[12], id)
+redis.call('DEL', KEYS[8], KEYS[9], KEYS[10])
 if state == 'succeeded' or state == 'failed' then
   -- The outbox: the webhook publisher turns this into an event (or a failure alert).
   if state == 'failed' or ARGV[9] == '1' then
