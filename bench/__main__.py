@@ -39,8 +39,8 @@ class Step:
     timeout_s: float
 
 
-# The full run takes about an hour on the shared 2-core machine, half of it seeding and
-# exporting 100k documents through moto (~100 documents/s each way); see bench/README.md.
+# The full run takes 36 min on the 2-core machine when quiet, about an hour when shared,
+# much of it seeding and exporting 100k documents through moto; see bench/README.md.
 STEPS = (
     Step("http_enqueue", "bench.http_enqueue",
          ("--seconds", "10", "--reps", "3"),
