@@ -49,7 +49,14 @@ from pydantic import SecretStr
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
-from bench.common import group_cpu_s, machine_busy_s, process_cpu_s
+from bench.common import (
+    celery_versions,
+    group_cpu_s,
+    log,
+    machine_busy_s,
+    process_cpu_s,
+    spread,
+)
 from jobs.documents import Documents
 from jobs.records import ACTIVE_KEY, JobState, JobStore
 from jobs.settings import Settings
@@ -75,11 +82,6 @@ DOCUMENT_TEXT = (
     "Quarterly report. Revenue grew in every region; costs rose less than revenue. "
     "The board approved the plan for next year and asked for a review of suppliers. "
 ) * 12  # about 2 KB
-
-
-def log(message: str) -> None:
-    """Progress goes to stderr; the table goes to stdout."""
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -157,10 +159,6 @@ class CpuMeter:
         known = {**workers, **used}
         known["other"] = max(0.0, machine - sum(known.values()))
         return {name: round(cpu, 2) for name, cpu in known.items()}
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 # ---------------------------------------------------------------------------- ours
@@ -442,20 +440,9 @@ def versions() -> dict[str, Any]:
     ours = {name: version(name) for name in ("arq", "redis", "hiredis", "anthropic", "aioboto3")}
     ours["python"] = platform.python_version()
     found: dict[str, Any] = {"ours": ours}
-    if (CELERY_BIN / "python").exists():
-        code = (
-            "import json, platform; from importlib.metadata import version; "
-            "v = {n: version(n) for n in ('celery', 'kombu', 'billiard', 'redis', 'anthropic')}; "
-            "v['python'] = platform.python_version(); print(json.dumps(v))"
-        )
-        answer = subprocess.run(
-            [str(CELERY_BIN / "python"), "-c", code],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        found["celery"] = json.loads(answer.stdout)
+    celery = celery_versions()
+    if celery is not None:
+        found["celery"] = celery
     return found
 
 

@@ -36,6 +36,22 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so a benchmark stopped by `bench/run.sh`'s time limit
+    still runs its `finally` blocks and stops the processes it started."""
+
+    def _raise_exit(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _raise_exit)
+
+
+def require_celery_venv(sides: list[str]) -> None:
+    """Exit with a message when a Celery side is asked for but its virtualenv is missing."""
+    if "celery" in sides and not (CELERY_BIN / "celery").exists():
+        sys.exit(f"{CELERY_BIN.parent} is missing: bench/run.sh makes it")
+
+
 def spread(values: list[float]) -> dict[str, float]:
     """Median, min and max (and how many) of some repetitions."""
     return {

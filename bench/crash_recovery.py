@@ -36,8 +36,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,6 +47,7 @@ from arq.worker import Worker
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
+from bench.common import Children, exit_on_sigterm, log, wait_for
 from bench.workers import OUR_KIND, PLAIN_FUNCTION, json_dumps, json_loads, started_key
 from jobs.records import WORKERS_KEY, JobStore
 from jobs.settings import Settings
@@ -67,11 +66,6 @@ OUR_ENV = {
     "AWS_SECRET_ACCESS_KEY": "bench",
     "WORKER_METRICS_PORT": "0",
 }
-
-
-def log(message: str) -> None:
-    """Progress goes to stderr; the table goes to stdout."""
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def arq_default(name: str) -> Any:
@@ -106,30 +100,12 @@ def our_settings(redis_url: str) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-@dataclass
-class Procs:
+class Procs(Children):
     """Every worker process this run started, so that all of them are killed at the end."""
-
-    log_dir: Path
-    started: list[subprocess.Popen] = field(default_factory=list)
 
     def start_worker(self, target: str, env: dict[str, str], name: str) -> subprocess.Popen:
         """`arq <target>` in its own session, output to `<log_dir>/<name>.log`."""
-        with open(self.log_path(name), "wb") as out:
-            proc = subprocess.Popen(
-                [*arq_cli(), target],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        self.started.append(proc)
-        return proc
-
-    def log_path(self, name: str) -> Path:
-        return self.log_dir / f"{name}.log"
+        return self.start([*arq_cli(), target], env, name)
 
     def kill(self, proc: subprocess.Popen) -> float:
         """SIGKILL one process by its pid; returns the wall-clock time of the kill."""
@@ -150,18 +126,6 @@ class Procs:
         for proc in self.started:
             self.reap(proc)
         self.started.clear()
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float) -> Any:
-    """Poll until `predicate` returns something truthy; TimeoutError at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 def marks(r: Redis, job_id: str) -> list[dict[str, Any]]:
@@ -462,14 +426,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _raise_exit(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # SIGTERM unwinds through the `finally` below, so no worker or Redis is left behind.
-    signal.signal(signal.SIGTERM, _raise_exit)
+    exit_on_sigterm()
     log_dir = Path(tempfile.mkdtemp(prefix="bench-crash-recovery-"))
     procs = Procs(log_dir)
     server = RedisServer()

@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,12 +43,14 @@ from bench.common import (
     Children,
     MachineMeter,
     celery_versions,
+    exit_on_sigterm,
     git_state,
     group_cpu_s,
     log,
     machine,
     package_versions,
     process_cpu_s,
+    require_celery_venv,
     service_free_env,
     spread,
     write_json,
@@ -296,10 +296,6 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _raise_exit(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=5000)
@@ -308,10 +304,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=300.0, help="deadline of one drain (s)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_exit)
+    exit_on_sigterm()
     sides = [s for s in SIDES if not args.only or s in args.only]
-    if "celery" in sides and not (CELERY_BIN / "celery").exists():
-        sys.exit(f"{CELERY_BIN.parent} is missing: bench/run.sh makes it")
+    require_celery_venv(sides)
     meta: dict[str, Any] = {
         "benchmark": "drain",
         "jobs": args.jobs,

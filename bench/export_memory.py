@@ -51,7 +51,6 @@ import json
 import os
 import platform
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -79,7 +78,7 @@ from bench.analysis_throughput import (
     stop_process,
     worker_env,
 )
-from bench.common import git_state
+from bench.common import exit_on_sigterm, git_state, log
 from jobs.documents import doc_index_key, document_key
 from jobs.exports import PartSink, export_key
 from jobs.records import WORKERS_KEY, JobRecord, JobStore, now_ms
@@ -103,15 +102,6 @@ JOB_TIMEOUT_S = 7200
 TARGET_MIB = 64
 SPOT_CHECKS = 100
 MAX_SAMPLES_KEPT = 3000
-
-
-def log(message: str) -> None:
-    """Progress goes to stderr; the table goes to stdout."""
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _raise_exit(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
 
 
 # --------------------------------------------------------------------------- data
@@ -642,7 +632,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     out = args.out or RESULTS / f"export_memory_{args.format}.json"
-    signal.signal(signal.SIGTERM, _raise_exit)
+    exit_on_sigterm()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     meta: dict[str, Any] = {
         "benchmark": "export_memory",

@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 import uuid
@@ -42,6 +41,7 @@ from bench.common import (
     ROOT,
     Children,
     MachineMeter,
+    exit_on_sigterm,
     git_state,
     group_cpu_s,
     log,
@@ -285,10 +285,6 @@ def table(rows: list[dict[str, Any]], trips: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
-def _raise_exit(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=int, default=10)
@@ -298,7 +294,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_exit)
+    exit_on_sigterm()
     wrk_version = (
         subprocess.run([wrk_binary(), "--version"], capture_output=True, text=True, check=False)
         .stdout.split("\n")[0]

@@ -33,9 +33,7 @@ import asyncio
 import hashlib
 import json
 import random
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -52,12 +50,14 @@ from bench.common import (
     Children,
     MachineMeter,
     celery_versions,
+    exit_on_sigterm,
     git_state,
     group_cpu_s,
     log,
     machine,
     package_versions,
     percentile,
+    require_celery_venv,
     service_free_env,
     spread,
     wait_for,
@@ -406,10 +406,6 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _raise_exit(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--probes", type=int, default=60, help="probes per repetition")
@@ -419,10 +415,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="+", choices=SIDES)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_exit)
+    exit_on_sigterm()
     sides = [s for s in SIDES if not args.only or s in args.only]
-    if "celery" in sides and not (CELERY_BIN / "celery").exists():
-        sys.exit(f"{CELERY_BIN.parent} is missing: bench/run.sh makes it")
+    require_celery_venv(sides)
     meta: dict[str, Any] = {
         "benchmark": "latency",
         "probes_per_rep": args.probes,

@@ -34,7 +34,6 @@ import asyncio
 import json
 import os
 import platform
-import signal
 import statistics
 import sys
 import time
@@ -54,6 +53,7 @@ from bench.analysis_throughput import (
     stop_process,
     worker_env,
 )
+from bench.common import exit_on_sigterm, log
 from bench.export_memory import git_state, redis_server_version
 from jobs.records import WORKERS_KEY, running_key
 from jobs.settings import Settings
@@ -72,15 +72,6 @@ VERIFY_CHUNK = 500
 POLL_S = 0.1
 IN_FLIGHT_EVERY_S = 0.02
 RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
-
-
-def log(message: str) -> None:
-    """Progress goes to stderr; the table goes to stdout."""
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def _raise_exit(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
 
 
 # ----------------------------------------------------------------------- receivers
@@ -460,7 +451,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, _raise_exit)
+    exit_on_sigterm()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     defaults = Settings(_env_file=None)
     meta: dict[str, Any] = {
