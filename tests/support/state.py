@@ -59,14 +59,20 @@ async def redis_items(redis: Redis) -> list[tuple[bytes, str, list[bytes], int]]
             pipe.type(key)
         kinds = [k.decode() for k in await pipe.execute()]
     present = [(key, kind) for key, kind in zip(keys, kinds, strict=True) if kind != "none"]
-    async with redis.pipeline(transaction=False) as pipe:
+    # A running worker may delete a key between the two reads: each key's type is read
+    # again with its value in one MULTI/EXEC, and a key gone (or retyped) is left out.
+    async with redis.pipeline(transaction=True) as pipe:
         for key, kind in present:
+            pipe.type(key)
             _read(pipe, key, kind)
             pipe.pttl(key)
-        replies = await pipe.execute()
+        replies = await pipe.execute(raise_on_error=False)
     return [
         (key, kind, _as_values(kind, reply), ttl)
-        for (key, kind), reply, ttl in zip(present, replies[::2], replies[1::2], strict=True)
+        for (key, kind), now, reply, ttl in zip(
+            present, replies[::3], replies[1::3], replies[2::3], strict=True
+        )
+        if now.decode() == kind
     ]
 
 
