@@ -12,15 +12,16 @@ from fastapi import Depends, Header, Path, Request
 from redis.asyncio import Redis
 
 from api.events import JobEvents
-from jobs.documents import Documents
+from jobs.documents import DocumentMeta, Documents
+from jobs.engine.presenter import JobPresenter
+from jobs.engine.records import JobRecord
+from jobs.engine.store import JobStore
 from jobs.errors import Forbidden, NotFound, Unauthorized
-from jobs.records import JobRecord, JobStore
 from jobs.settings import Settings
 from jobs.storage import Storage
-from jobs.views import JobPresenter
-from jobs.webhooks import WebhookStore
+from jobs.webhooks import DeliveryLog, EndpointStore
 
-JOB_ID_PATTERN = re.compile(r"^job_[0-9A-HJKMNP-TV-Z]{26}$")
+JOB_ID_PATTERN = re.compile(r"job_[0-9A-HJKMNP-TV-Z]{26}")
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,8 @@ class Services:
     store: JobStore
     storage: Storage
     presenter: JobPresenter
-    webhooks: WebhookStore
+    endpoints: EndpointStore
+    deliveries: DeliveryLog
     documents: Documents
     events: JobEvents
 
@@ -140,7 +142,7 @@ async def get_visible_job(
     job_id: Annotated[str, Path(max_length=64)], caller: CallerDep, store: StoreDep
 ) -> JobRecord:
     """The job, if the caller may see it: its own account's, or any for an operator."""
-    if not JOB_ID_PATTERN.match(job_id):
+    if not JOB_ID_PATTERN.fullmatch(job_id):
         raise NotFound("no such job")
     record = await store.get(job_id)
     if record is None or not (caller.admin or record.account == caller.account):
@@ -149,6 +151,19 @@ async def get_visible_job(
 
 
 VisibleJob = Annotated[JobRecord, Depends(get_visible_job)]
+
+
+async def get_owned_document(
+    doc_id: Annotated[str, Path(max_length=64)], account: AccountDep, services: ServicesDep
+) -> DocumentMeta:
+    """The document, if this account owns it; else 404."""
+    meta = await services.documents.get(doc_id)
+    if meta is None or meta.account != account:
+        raise NotFound("no such document")
+    return meta
+
+
+OwnedDocument = Annotated[DocumentMeta, Depends(get_owned_document)]
 
 
 IdempotencyKeyDep = Annotated[

@@ -21,9 +21,10 @@ from api.events import JobEvents
 from api.limits import BodyLimit, body_limits
 from api.problems import document_problems, install_problem_handlers
 from api.routes import (
+    analyses,
     canaries,
     dashboard,
-    deadletters,
+    dead_letters,
     documents,
     exports,
     health,
@@ -34,13 +35,15 @@ from api.routes import (
 from jobs import metrics
 from jobs.clients import create_redis, freeze_startup_heap
 from jobs.documents import Documents
-from jobs.health import refresh_queue_gauges
+from jobs.domains import REGISTRY
+from jobs.engine.health import refresh_queue_gauges
+from jobs.engine.presenter import JobPresenter
+from jobs.engine.registry import Registry
+from jobs.engine.store import JobStore
 from jobs.logs import REQUEST_ID_VAR, configure_logging
-from jobs.records import JobStore
 from jobs.settings import Settings, load_settings
 from jobs.storage import open_storage
-from jobs.views import JobPresenter
-from jobs.webhooks import WebhookStore
+from jobs.webhooks import DeliveryLog, EndpointStore
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -93,7 +96,7 @@ class RequestContext:
             REQUEST_ID_VAR.reset(token)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, registry: Registry = REGISTRY) -> FastAPI:
     """Build the app; settings are read from the environment unless given."""
     settings = settings or load_settings()
 
@@ -105,13 +108,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(redis.aclose)
             storage = await stack.enter_async_context(open_storage(settings))
             events = JobEvents(redis)
+            store = JobStore(redis, settings, registry)
+            endpoints = EndpointStore(redis, settings)
             services = Services(
                 settings=settings,
                 redis=redis,
-                store=JobStore(redis, settings),
+                store=store,
                 storage=storage,
-                presenter=JobPresenter(storage, settings),
-                webhooks=WebhookStore(redis, settings),
+                presenter=JobPresenter(storage, settings, registry),
+                endpoints=endpoints,
+                deliveries=DeliveryLog(store, endpoints),
                 documents=Documents(redis, storage, settings.max_document_bytes),
                 events=events,
             )
@@ -144,7 +150,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logging.getLogger("api").warning("queue gauges not refreshed", exc_info=True)
         return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    for module in (health, documents, exports, jobs, webhooks, usage, deadletters, canaries):
+    routers = (health, documents, analyses, exports, jobs, webhooks, usage, dead_letters, canaries)
+    for module in routers:
         app.include_router(module.router)
     app.include_router(dashboard.router)
     dashboard.install_dashboard(app)

@@ -11,8 +11,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.deps import identify
+from jobs.engine.retry import as_service_error
 from jobs.errors import ServiceError, TransientError, Unauthorized
-from jobs.retry import as_service_error
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("api.errors")

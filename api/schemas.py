@@ -7,8 +7,9 @@ from typing import Any, Generic, TypeVar
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from jobs.records import Enqueued, JobRecord, JobStore
-from jobs.views import JobPresenter, attempt_resource, rfc3339
+from jobs.engine.presenter import JobPresenter, attempt_resource, rfc3339
+from jobs.engine.records import Enqueued, JobRecord
+from jobs.engine.store import JobStore
 
 __all__ = ["attempt_resource", "rfc3339"]
 

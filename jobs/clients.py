@@ -6,8 +6,6 @@ Called from FastAPI's lifespan and arq's `on_startup`; never at import time.
 from __future__ import annotations
 
 import gc
-import json
-from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
@@ -22,16 +20,6 @@ REDIS_RETRY_ON: list[type[Exception]] = [RedisConnectionError, RedisTimeoutError
 # redis-py retries a refused connect only when its Retry lists the raw OSError as well.
 _RETRY_CONNECT_ON = (*REDIS_RETRY_ON, OSError)
 _BACKOFF_BASE_S, _BACKOFF_CAP_S = 0.05, 1.0
-
-
-def json_dumps(value: Any) -> bytes:
-    """arq's job and result serializer: JSON, never pickle."""
-    return json.dumps(value, separators=(",", ":")).encode()
-
-
-def json_loads(raw: bytes) -> Any:
-    """arq's job and result deserializer: JSON, never pickle."""
-    return json.loads(raw)
 
 
 def redis_retry(settings: Settings) -> Retry:

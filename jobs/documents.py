@@ -17,16 +17,17 @@ from typing import Any
 from redis.asyncio import Redis
 from ulid import ULID
 
+from jobs.engine import keys
+from jobs.engine.records import now_ms
 from jobs.errors import PayloadTooLarge
-from jobs.records import PREFIX, now_ms
 from jobs.storage import Storage
 
-DOC_ID_PATTERN = re.compile(r"^doc_[0-9A-HJKMNP-TV-Z]{26}$")
+DOC_ID_PATTERN = re.compile(r"doc_[0-9A-HJKMNP-TV-Z]{26}")
 USER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@:-]{0,127}$"
 
 
 def doc_index_key(doc_id: str) -> str:
-    return f"{PREFIX}doc:{doc_id}"
+    return keys.domain_key("doc", doc_id)
 
 
 def user_prefix(account: str, user_id: str) -> str:
@@ -37,9 +38,13 @@ def document_key(account: str, user_id: str, doc_id: str) -> str:
     return f"{user_prefix(account, user_id)}documents/{doc_id}.json"
 
 
+def analyses_prefix(account: str, user_id: str, doc_id: str) -> str:
+    return f"{user_prefix(account, user_id)}analyses/{doc_id}/"
+
+
 def analysis_key(account: str, user_id: str, doc_id: str, job_id: str) -> str:
     """Fixed per job: a rerun of the job overwrites its analysis, never adds one."""
-    return f"{user_prefix(account, user_id)}analyses/{doc_id}/{job_id}.json"
+    return f"{analyses_prefix(account, user_id, doc_id)}{job_id}.json"
 
 
 @dataclass
@@ -97,7 +102,7 @@ class Documents:
 
     async def get(self, doc_id: str) -> DocumentMeta | None:
         """The document's metadata, or None."""
-        if not DOC_ID_PATTERN.match(doc_id):
+        if not DOC_ID_PATTERN.fullmatch(doc_id):
             return None
         raw = await self.redis.hgetall(doc_index_key(doc_id))
         if not raw:
@@ -118,4 +123,24 @@ class Documents:
         return json.loads(await self.storage.get_bytes(meta.key))
 
     async def set_latest_analysis(self, doc_id: str, job_id: str) -> None:
-        await self.redis.hset(doc_index_key(doc_id), "latest_analysis_job", job_id)
+        """Point the document at its newest analysis job (only while it exists)."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            await pipe.watch(doc_index_key(doc_id))
+            if await pipe.exists(doc_index_key(doc_id)):
+                pipe.multi()
+                pipe.hset(doc_index_key(doc_id), "latest_analysis_job", job_id)
+                await pipe.execute()
+
+    async def exists(self, doc_id: str) -> bool:
+        return bool(await self.redis.exists(doc_index_key(doc_id)))
+
+    async def delete(self, meta: DocumentMeta) -> int:
+        """Delete a document: its index entry first (it is gone for every reader at once),
+        then its text and every analysis of it in S3. Returns how many objects went.
+        An export already written keeps its copy until the export expires."""
+        await self.redis.delete(doc_index_key(meta.id))
+        objects = [meta.key]
+        prefix = analyses_prefix(meta.account, meta.user_id, meta.id)
+        objects += [key async for key in self.storage.list_keys(prefix)]
+        await self.storage.delete_many(objects)
+        return len(objects)

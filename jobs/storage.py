@@ -84,6 +84,27 @@ class Storage:
         metrics.S3_BYTES.labels("in").inc(len(data))
         return data
 
+    async def list_keys(self, prefix: str) -> AsyncIterator[str]:
+        """The keys under `prefix`, page by page (never the whole list in memory)."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield item["Key"]
+        except (ClientError, BotoCoreError) as exc:
+            raise translate_s3_error(exc, f"list {prefix}") from exc
+
+    async def delete_many(self, keys: list[str]) -> None:
+        """Delete objects, a thousand per request (missing ones are fine)."""
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": key} for key in keys[start : start + 1000]]
+            try:
+                await self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+                )
+            except (ClientError, BotoCoreError) as exc:
+                raise translate_s3_error(exc, f"delete {len(batch)} objects") from exc
+
     async def delete(self, key: str) -> None:
         """Delete one object (no error when it is already gone)."""
         try:

@@ -11,16 +11,17 @@ from typing import Any
 
 import httpx
 import pytest
-from arq.worker import Worker
 from redis.asyncio import Redis
 
 from api.main import create_app
-from jobs.runner import JobKind
+from jobs.engine.arq_adapter import LongrunWorker, build_worker
+from jobs.engine.lifecycle import worker_settings
+from jobs.engine.registry import Registry
+from jobs.engine.store import JobStore
 from jobs.settings import Settings
 from jobs.storage import open_storage
-from jobs.worker import worker_options
 from tests.support.fake_anthropic import FakeAnthropic
-from tests.support.kinds import TEST_KINDS
+from tests.support.kinds import TEST_REGISTRY
 from tests.support.services import RedisServer, S3Server
 
 ACME_KEY, GLOBEX_KEY, ADMIN_KEY = "acme-key", "globex-key", "admin-key"
@@ -93,10 +94,16 @@ async def redis(settings: Settings) -> AsyncIterator[Redis]:
     await client.aclose()
 
 
+@pytest.fixture
+async def store(redis: Redis, settings: Settings) -> JobStore:
+    """The job store, with the service's kinds and the test kinds."""
+    return JobStore(redis, settings, TEST_REGISTRY)
+
+
 @asynccontextmanager
 async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its lifespan, driven in-process over ASGI."""
-    app = create_app(settings)
+    app = create_app(settings, TEST_REGISTRY)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -112,10 +119,11 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 @asynccontextmanager
 async def running_worker(
-    settings: Settings, kinds: tuple[JobKind, ...] = TEST_KINDS
-) -> AsyncIterator[Worker]:
-    """A real arq worker with our job layer, running in this event loop until the block ends."""
-    worker = Worker(**worker_options(settings, kinds), handle_signals=False)
+    settings: Settings, registry: Registry = TEST_REGISTRY
+) -> AsyncIterator[LongrunWorker]:
+    """A real worker (the engine's arq worker), running in this event loop until the block
+    ends."""
+    worker = build_worker(worker_settings(settings, registry), handle_signals=False)
     task = asyncio.create_task(worker.async_run())
     try:
         yield worker
@@ -132,7 +140,7 @@ async def running_worker(
 
 
 @pytest.fixture
-async def worker(settings: Settings) -> AsyncIterator[Worker]:
+async def worker(settings: Settings) -> AsyncIterator[LongrunWorker]:
     async with running_worker(settings) as w:
         yield w
 

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 
-from jobs.records import JobStore
+from jobs.engine.store import JobStore
 from tests.conftest import ACME, GLOBEX, eventually, running_worker
+from tests.support.kinds import TEST_REGISTRY
 
 PROBLEM = "application/problem+json"
 
 
 async def create(settings, redis, kind="test.sleepy", **args) -> str:
-    return (await JobStore(redis, settings).create(kind=kind, account="acme", args=args)).job_id
+    return (
+        await JobStore(redis, settings, TEST_REGISTRY).create(kind=kind, account="acme", args=args)
+    ).job_id
 
 
 async def state_of(client, job_id, headers=ACME) -> dict:

@@ -11,7 +11,6 @@ CHAOS_EXPORTS (50), CHAOS_SEED. Run it alone with `scripts/test.sh -m chaos -s`.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import hashlib
 import io
 import json
@@ -316,7 +315,8 @@ async def _all_keys(storage: Any, bucket: str) -> list[str]:
 def _check_archive(fmt: str, data: bytes, job_id: str) -> int:
     """Open an export archive, check every entry against its manifest; its document count."""
     if fmt == "ndjson":
-        lines = gzip.decompress(data).decode().splitlines()
+        # Served with Content-Encoding: gzip, so the download reads as NDJSON.
+        lines = data.decode().splitlines()
         assert all(json.loads(line)["id"] for line in lines)
         return len(lines)
     archive = zipfile.ZipFile(io.BytesIO(data))
@@ -402,6 +402,12 @@ def _print_summary(
     kinds = Counter(j.kind for j in jobs)
     retries = sum(j.job["attempt"] - 1 for j in jobs)
     outcomes = Counter(a["outcome"] for j in jobs for a in j.job.get("attempts", []))
+    causes = Counter(
+        a["error"]["type"]
+        for j in jobs
+        for a in j.job.get("attempts", [])
+        if a["outcome"] == "retrying" and a.get("error")
+    )
     hooks = books["webhooks"]
     rows = [
         ("seed", SEED),
@@ -410,6 +416,7 @@ def _print_summary(
         ("faults", "; ".join(f"{t:.1f}s {name}" for t, name in stack.faults_done)),
         ("retries (attempt > 1)", retries),
         ("attempt outcomes", dict(outcomes)),
+        ("retry causes", dict(causes.most_common())),
         ("client retries (5xx / connection)", api.retried),
         ("dead letters", books["dead"]),
         ("webhook events / receiver requests / duplicate 2xx",

@@ -12,10 +12,10 @@ import pytest
 from playwright.async_api import async_playwright, expect
 
 from api.sessions import COOKIE, new_session
-from jobs.records import JobStore
+from jobs.engine.store import JobStore
 from tests.conftest import ADMIN_KEY, eventually, running_worker
 from tests.support.api_server import ApiServer
-from tests.support.kinds import BROKEN_FLAG
+from tests.support.kinds import BROKEN_FLAG, TEST_REGISTRY
 
 ROOT = Path(__file__).resolve().parents[1]
 # The README's screenshots are rewritten only on request (SCREENSHOTS=1 scripts/test.sh
@@ -70,7 +70,7 @@ async def log_in(page, api) -> None:
 async def test_operator_logs_in_watches_the_queue_inspects_a_failure_and_replays_it(
     settings, redis, api, page
 ):
-    store = JobStore(redis, settings)
+    store = JobStore(redis, settings, TEST_REGISTRY)
     await page.goto(f"{api.url}/dashboard/login")
     await page.fill("#key", "not-an-operator-key")
     await page.click("button[type=submit]")
@@ -130,7 +130,7 @@ async def test_forged_or_expired_cookies_and_missing_csrf_are_refused(settings, 
             assert answer.status_code == 303 and answer.headers["location"] == "/dashboard/login"
         good = {COOKIE: new_session(settings)}
         assert (await http.get("/dashboard", cookies=good)).status_code == 200
-        store = JobStore(redis, settings)
+        store = JobStore(redis, settings, TEST_REGISTRY)
         job = (await store.create(kind="test.flaky", account="acme", args={})).job_id
         no_csrf = await http.post(f"/dashboard/dead-letters/{job}/purge", cookies=good)
         assert no_csrf.status_code >= 400 and no_csrf.status_code < 500
@@ -138,14 +138,18 @@ async def test_forged_or_expired_cookies_and_missing_csrf_are_refused(settings, 
 
 
 async def test_webhook_pages_show_delivery_logs_and_retry_a_delivery(settings, api, page):
-    from jobs.webhooks import WebhookStore
+    from jobs.engine.store import JobStore
+    from jobs.webhooks import DeliveryLog, EndpointStore
+    from tests.support.kinds import TEST_REGISTRY
     from tests.support.receiver import Receiver
 
     receiver = Receiver().start()
     hooked = settings.model_copy(update={"webhook_allow_private_networks": True})
-    webhooks = WebhookStore(await _redis(settings), hooked)
+    redis = await _redis(settings)
+    endpoints = EndpointStore(redis, hooked)
+    webhooks = DeliveryLog(JobStore(redis, hooked, TEST_REGISTRY), endpoints)
     try:
-        endpoint, _ = await webhooks.create_endpoint("acme", receiver.url, ["export.completed"])
+        endpoint, _ = await endpoints.create("acme", receiver.url, ["export.completed"])
         receiver.script("500")
         await webhooks.publish("acme", "export.completed", "evt_dash", {"n": 1})
         async with running_worker(hooked):
@@ -174,5 +178,5 @@ async def _redis(settings):
 
 
 async def _attempts_logged(webhooks, endpoint_id, n) -> bool:
-    deliveries, _ = await webhooks.list_deliveries(endpoint_id, 10, None)
-    return sum(len(d.attempts) for d in deliveries) >= n
+    deliveries, _ = await webhooks.list(endpoint_id, 10, None)
+    return sum(1 for d in deliveries for a in d.attempts if "outcome" in a) >= n

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from jobs.storage import open_storage
-from tests.conftest import ACME, GLOBEX, api_client, make_settings
+from tests.conftest import ACME, GLOBEX, api_client, eventually, make_settings
 from tests.support.services import free_port
 
 PROBLEM = "application/problem+json"
@@ -104,3 +104,42 @@ async def test_with_s3_down_documents_are_503_but_analyses_are_accepted(
         assert int(answer.headers["Retry-After"]) >= 1
         queued = await broken.post(f"/v1/documents/{doc['id']}/analyses", headers=ACME, json={})
         assert queued.status_code == 202 and queued.json()["state"] == "queued"
+
+
+async def test_deleting_a_document_removes_its_text_and_analyses_and_not_an_export(
+    settings, client, claude, worker
+):
+    doc = (
+        await client.post("/v1/documents", headers=ACME, json={"user_id": "u-del", "text": "t"})
+    ).json()
+    analysis = (
+        await client.post(f"/v1/documents/{doc['id']}/analyses", headers=ACME, json={})
+    ).json()
+    export = (
+        await client.post("/v1/exports", headers=ACME, json={"user_id": "u-del", "format": "zip"})
+    ).json()
+
+    async def done(job_id: str) -> bool:
+        job = (await client.get(f"/v1/jobs/{job_id}", headers=ACME)).json()
+        return job["state"] == "succeeded"
+
+    await eventually(lambda: done(analysis["id"]))
+    await eventually(lambda: done(export["id"]))
+    async with open_storage(settings) as storage:
+        before = {k async for k in storage.list_keys("")}
+        user = "accounts/acme/users/u-del/"
+        assert any(k.startswith(f"{user}analyses/{doc['id']}/") for k in before)
+        assert (
+            await client.delete(f"/v1/documents/{doc['id']}", headers=GLOBEX)
+        ).status_code == 404
+        gone = await client.delete(f"/v1/documents/{doc['id']}", headers=ACME)
+        assert gone.status_code == 204 and gone.content == b""
+        after = {k async for k in storage.list_keys("")}
+    assert not any(k.startswith(user) for k in after)
+    assert [k for k in after if k.startswith("exports/")] == [
+        k for k in before if k.startswith("exports/")
+    ]  # what an export wrote stays until it expires
+    assert (await client.get(f"/v1/documents/{doc['id']}", headers=ACME)).status_code == 404
+    assert (await client.delete(f"/v1/documents/{doc['id']}", headers=ACME)).status_code == 404
+    again = await client.post(f"/v1/documents/{doc['id']}/analyses", headers=ACME, json={})
+    assert again.status_code == 404

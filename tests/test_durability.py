@@ -6,19 +6,17 @@ import json
 import signal
 import time
 
-import arq.worker
 import pytest
-from arq.connections import create_pool
-from arq.worker import Worker
 from redis.asyncio import Redis
 
-from jobs.claims import start_jobs_batched
-from jobs.records import JobStore
-from jobs.worker import worker_options
+from jobs.engine.arq_adapter import build_worker, connect, job_keys
+from jobs.engine.lifecycle import worker_settings
+from jobs.engine.store import JobStore
 from tests.conftest import ACME, ADMIN, api_client, eventually, make_settings, running_worker
-from tests.support.kinds import TEST_KINDS
+from tests.support.kinds import TEST_REGISTRY
 from tests.support.processes import kill, start_worker
 from tests.support.proxy import Proxy
+from tests.support.receiver import Receiver
 from tests.support.services import RedisServer
 
 pytestmark = pytest.mark.slow
@@ -37,7 +35,7 @@ async def test_kill_9_mid_job_restarts_all_jobs_on_another_worker_within_the_lea
 ):
     # arq alone would wait job_timeout + 10 s = 70 s before another worker could take them.
     settings = settings.model_copy(update={"job_timeout_seconds": 60.0})
-    store = JobStore(redis, settings)
+    store = JobStore(redis, settings, TEST_REGISTRY)
     doomed = start_worker(settings, tmp_path / "a.log")
     # Long enough to be still running when the second worker is up, on a loaded machine.
     ids = [await create(store, "test.sleepy", seconds=10) for _ in range(5)]
@@ -80,7 +78,7 @@ async def _online(redis, n: int) -> bool:
 async def test_job_that_always_kills_its_worker_is_dead_lettered_at_the_crash_cap(
     settings, redis, client, tmp_path
 ):
-    store = JobStore(redis, settings)
+    store = JobStore(redis, settings, TEST_REGISTRY)
     job_id = await create(store, "test.suicide")
     for n in range(1, settings.worker_max_crashes + 1):
         proc = start_worker(settings, tmp_path / f"w{n}.log")
@@ -88,8 +86,21 @@ async def test_job_that_always_kills_its_worker_is_dead_lettered_at_the_crash_ca
         assert len(await marks(redis, "started", job_id)) == n
     # One more worker reaps the last crash.
     proc = start_worker(settings, tmp_path / "last.log")
+
+    async def critical_logged() -> bool:
+        lines = [json.loads(line) for line in (tmp_path / "last.log").read_text().splitlines()
+                 if line.startswith("{")]  # fmt: skip
+        return any(
+            line["level"] == "CRITICAL"
+            and line.get("job_id") == job_id
+            and line.get("arguments") == {}
+            for line in lines
+        )
+
     try:
         job = await eventually(lambda: _final(store, job_id), timeout=30)
+        # the reaper's dead letter is logged at CRITICAL with its context
+        await eventually(critical_logged, timeout=30)
     finally:
         kill(proc)
     assert job.state == "failed"
@@ -99,12 +110,6 @@ async def test_job_that_always_kills_its_worker_is_dead_lettered_at_the_crash_ca
     dead = (await client.get(f"/v1/dead-letters/{job_id}", headers=ADMIN)).json()
     assert dead["error"]["type"] == "worker_crashed"
     assert await redis.exists(f"arq:job:{job_id}") == 0
-    lines = [json.loads(line) for line in (tmp_path / "last.log").read_text().splitlines()
-             if line.startswith("{")]  # fmt: skip
-    assert any(
-        line["level"] == "CRITICAL" and line.get("job_id") == job_id and line.get("arguments") == {}
-        for line in lines
-    ), "the reaper's dead letter was not logged at CRITICAL with its context"
 
 
 async def _final(store, job_id):
@@ -116,7 +121,7 @@ async def test_sigterm_lets_a_short_job_finish_and_hands_back_a_long_one_without
     settings, redis, tmp_path
 ):
     settings = settings.model_copy(update={"worker_drain_seconds": 2})
-    store = JobStore(redis, settings)
+    store = JobStore(redis, settings, TEST_REGISTRY)
     first = start_worker(settings, tmp_path / "a.log")
     short = await create(store, "test.sleepy", seconds=1)
     long = await create(store, "test.sleepy", seconds=6)
@@ -172,7 +177,7 @@ async def test_job_whose_worker_dies_on_its_last_try_is_dead_lettered(
     settings, redis, client, tmp_path
 ):
     settings = settings.model_copy(update={"job_max_tries": 2, "job_timeout_seconds": 60.0})
-    store = JobStore(redis, settings)
+    store = JobStore(redis, settings, TEST_REGISTRY)
     job_id = await create(store, "test.sleepy", seconds=60)
     for n in (1, 2):
         proc = start_worker(settings, tmp_path / f"w{n}.log")
@@ -199,7 +204,7 @@ async def _started(redis, job_id, n) -> bool:
 async def test_job_running_longer_than_several_leases_is_never_taken_by_another_worker(
     settings, redis
 ):
-    store = JobStore(redis, settings)
+    store = JobStore(redis, settings, TEST_REGISTRY)
     async with running_worker(settings), running_worker(settings):
         job_id = await create(store, "test.sleepy", seconds=settings.worker_lease_seconds * 3)
         job = await eventually(lambda: _final(store, job_id), timeout=30)
@@ -214,7 +219,7 @@ async def test_worker_and_api_ride_out_a_redis_restart(s3_server, tmp_path):
     proc = start_worker(settings, tmp_path / "w.log")
     redis = Redis.from_url(server.url)
     try:
-        store = JobStore(redis, settings)
+        store = JobStore(redis, settings, TEST_REGISTRY)
         await eventually(lambda: _online(redis, 1), timeout=30)
         running = await create(store, "test.sleepy", seconds=3)
         await eventually(lambda: _started(redis, running, 1), timeout=30)
@@ -236,28 +241,100 @@ async def test_worker_and_api_ride_out_a_redis_restart(s3_server, tmp_path):
         server.stop()
 
 
-async def test_claim_cut_off_by_redis_ends_the_poll_not_the_worker(settings, redis_server):
-    # arq claims under WATCH, which redis-py cannot retry: without the guard a Redis
-    # restart at that moment ends the worker process.
-    async with running_worker(settings) as running:
-
-        async def started():
-            return running.ctx.get("deps")
-
-        await eventually(started)
-        assert arq.worker.Worker.start_jobs is start_jobs_batched
+async def test_a_poll_cut_off_by_redis_ends_the_poll_not_the_worker(settings, redis_server):
+    # arq's main loop raises on a Redis error (and a claim script cannot be retried by
+    # redis-py): without the guard a Redis restart or failover ends the worker process.
     proxy = Proxy(target_port=redis_server.port).start()
     cut = settings.model_copy(
         update={"redis_url": f"redis://127.0.0.1:{proxy.port}/0", "redis_retry_seconds": 0.2}
     )
-    options = worker_options(cut, TEST_KINDS)
-    pool = await create_pool(options["redis_settings"])
-    worker = Worker(**options, redis_pool=pool, handle_signals=False)
+    pool = await connect(cut)
+    worker = build_worker(
+        worker_settings(cut, TEST_REGISTRY), redis_pool=pool, handle_signals=False
+    )
+    worker.ctx["settings"] = cut
     try:
         proxy.set_down(True)
-        await worker.start_jobs([b"job_claimed_while_redis_restarts"])
+        await worker._poll_iteration()
         assert worker.job_counter == 0 and not worker.tasks
         assert worker.sem._value == settings.worker_concurrency + 1  # all free (arq: max_jobs + 1)
     finally:
         proxy.stop()
         await pool.aclose()
+
+
+async def test_a_delivery_whose_worker_is_killed_mid_attempt_is_attempted_again_within_a_lease(
+    settings, redis, tmp_path
+):
+    hooked = settings.model_copy(
+        update={"webhook_allow_private_networks": True, "webhook_timeout_seconds": 30.0}
+    )
+    receiver = Receiver().start()
+    receiver.script("slow:20")  # the first attempt hangs: its worker dies under it
+    async with api_client(hooked) as client:
+        created = await client.post(
+            "/v1/webhook-endpoints",
+            headers=ACME,
+            json={"url": receiver.url, "events": ["export.completed"]},
+        )
+        endpoint = created.json()["id"]
+        await client.app.state.deliveries.publish("acme", "export.completed", "evt_kill", {})
+        doomed = start_worker(hooked, tmp_path / "a.log")
+        survivor = None
+        try:
+            await eventually(lambda: _received(receiver, 1), timeout=30)
+            survivor = start_worker(hooked, tmp_path / "b.log")
+            await eventually(lambda: _online(redis, 2), timeout=30)
+            kill(doomed)
+            killed_at = time.time()
+            await eventually(lambda: _received(receiver, 2), timeout=30)
+            again_after = receiver.received[1]["at"] - killed_at
+            (delivery,) = (
+                await client.get(f"/v1/webhook-endpoints/{endpoint}/deliveries", headers=ACME)
+            ).json()["data"]
+
+            async def delivered() -> dict | None:
+                found = await client.app.state.deliveries.get(delivery["id"])
+                return found if found and found.state == "succeeded" else None
+
+            done = await eventually(delivered, timeout=30)
+        finally:
+            kill(doomed)
+            if survivor is not None:
+                kill(survivor)
+            receiver.stop()
+    assert [a["outcome"] for a in done.attempts] == ["crashed", "succeeded"]
+    assert (
+        receiver.received[0]["headers"]["webhook-id"]
+        == receiver.received[1]["headers"]["webhook-id"]
+    )
+    assert again_after < hooked.worker_lease_seconds + 5, again_after
+
+
+async def _received(receiver: Receiver, n: int) -> bool:
+    return len(receiver.received) >= n
+
+
+async def test_a_run_whose_outcome_was_never_recorded_is_handed_back_by_its_live_worker(
+    settings, redis, store
+):
+    async with running_worker(settings) as worker:
+        deps = await eventually(lambda: _deps(worker))
+        job_id = (await store.create(kind="test.flaky", account="acme", args={})).job_id
+        # What a run leaves when its outcome could not be written (Redis gone for longer
+        # than its retries): the record says this live worker runs it, arq's claim is
+        # held, and the worker runs nothing.
+        await redis.set(job_keys(job_id).in_progress, 1, px=60_000)
+        await store.mark_started(job_id, "test.flaky", deps.worker_id)
+
+        async def succeeded():
+            job = await store.get(job_id)
+            return job if job.state == "succeeded" else None
+
+        job = await eventually(succeeded, timeout=settings.worker_lease_seconds * 5)
+    assert [a["outcome"] for a in job.attempts] == ["interrupted", "succeeded"]
+    assert job.attempt == 1  # the lost run did not count
+
+
+async def _deps(worker):
+    return worker.ctx.get("deps")

@@ -7,9 +7,10 @@ import json
 
 import httpx
 
-from jobs.records import JobStore
+from jobs.engine.store import JobStore
 from tests.conftest import ACME, ACME_KEY, GLOBEX, eventually, running_worker
 from tests.support.api_server import ApiServer
+from tests.support.kinds import TEST_REGISTRY
 
 
 def parse_sse(text: str) -> list[dict]:
@@ -26,7 +27,7 @@ def parse_sse(text: str) -> list[dict]:
 async def test_event_stream_shows_queued_running_with_progress_then_succeeded_and_closes(
     settings, redis, client
 ):
-    store = JobStore(redis, settings)
+    store = JobStore(redis, settings, TEST_REGISTRY)
     job_id = (await store.create(kind="test.sleepy", account="acme", args={"seconds": 0.5})).job_id
 
     async def read_stream() -> tuple[int, str, str]:
@@ -53,7 +54,7 @@ async def test_event_stream_shows_queued_running_with_progress_then_succeeded_an
 
 
 async def test_event_stream_of_a_finished_job_sends_one_snapshot(settings, redis, client):
-    store = JobStore(redis, settings)
+    store = JobStore(redis, settings, TEST_REGISTRY)
     job_id = (await store.create(kind="test.flaky", account="acme", args={})).job_id
     await client.post(f"/v1/jobs/{job_id}/cancel", headers=ACME)
     answer = await client.get(f"/v1/jobs/{job_id}/events", headers=ACME)
@@ -61,7 +62,7 @@ async def test_event_stream_of_a_finished_job_sends_one_snapshot(settings, redis
 
 
 async def test_event_stream_of_another_accounts_job_is_404(settings, redis, client):
-    store = JobStore(redis, settings)
+    store = JobStore(redis, settings, TEST_REGISTRY)
     job_id = (await store.create(kind="test.flaky", account="acme", args={})).job_id
     answer = await client.get(f"/v1/jobs/{job_id}/events", headers=GLOBEX)
     assert answer.status_code == 404
@@ -70,7 +71,7 @@ async def test_event_stream_of_another_accounts_job_is_404(settings, redis, clie
 async def test_hundreds_of_open_streams_share_one_redis_connection(settings, redis, tmp_path):
     # More watchers than the API's Redis pool has connections (200): with a connection per
     # stream they would starve every other request.
-    store = JobStore(redis, settings)
+    store = JobStore(redis, settings, TEST_REGISTRY)
     ids = [(await store.create(kind="test.flaky", account="acme", args={})).job_id
            for _ in range(250)]  # fmt: skip
     server = ApiServer(settings, tmp_path / "api.log")

@@ -87,17 +87,25 @@ async def test_zip_export_of_25_documents_downloads_and_checks_out(settings, cli
     )
 
 
-async def test_ndjson_export_is_gzipped_json_lines(settings, client, worker, claude):
+async def test_ndjson_export_is_json_lines_served_gzip_encoded(settings, client, worker, claude):
     docs = await add_documents(client, "u-nd", 25)
     analysis = (
         await client.post(f"/v1/documents/{docs[0]['id']}/analyses", headers=ACME, json={})
     ).json()
     assert (await finished(client, analysis["id"]))["state"] == "succeeded"
     job = await finished(client, (await export(client, "u-nd", "ndjson"))["id"])
-    assert job["result"]["content_type"] == "application/x-ndjson+gzip"
+    assert job["result"]["content_type"] == "application/x-ndjson"
+    assert job["result"]["content_encoding"] == "gzip"
     async with httpx.AsyncClient() as plain:
         download = await plain.get(job["result"]["download_url"])
-    lines = gzip.decompress(download.content).decode().splitlines()
+        async with plain.stream("GET", job["result"]["download_url"]) as stream:
+            stored = b"".join([chunk async for chunk in stream.aiter_raw()])
+    # Stored compressed, served as NDJSON with Content-Encoding: gzip: a plain GET (httpx,
+    # curl --compressed, a browser) reads the lines.
+    assert download.headers["content-type"] == "application/x-ndjson"
+    assert download.headers["content-encoding"] == "gzip"
+    assert gzip.decompress(stored) == download.content
+    lines = download.text.splitlines()
     entries = [json.loads(line) for line in lines]
     check_documents(entries, docs)
     analysed = next(e for e in entries if e["id"] == docs[0]["id"])

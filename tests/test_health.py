@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from jobs.records import JobStore
+from jobs.engine.store import JobStore
 from tests.conftest import api_client, eventually, make_settings, running_worker
-from tests.support.kinds import BROKEN_FLAG
+from tests.support.kinds import BROKEN_FLAG, TEST_REGISTRY
 from tests.support.services import free_port
 
 
@@ -28,7 +28,7 @@ async def test_ready_is_a_503_problem_naming_what_is_down(redis_server):
 
 
 async def test_queue_health_counts_queued_running_retrying_and_dead(settings, redis, client):
-    store = JobStore(redis, settings)
+    store = JobStore(redis, settings, TEST_REGISTRY)
     empty = (await client.get("/health/queues")).json()
     assert empty["queued"] == empty["running"] == empty["dead_letters"] == 0
     assert empty["workers_online"] == 0 and empty["healthy"] is True

@@ -27,13 +27,14 @@ from redis.asyncio import Redis
 
 from api.main import create_app
 from api.sessions import COOKIE, csrf_token, new_session
-from jobs.records import JobStore
-from jobs.runner import fail_job
+from jobs.engine.runner import fail_job
+from jobs.engine.store import JobStore
 from jobs.settings import Settings
 from jobs.storage import open_storage
-from jobs.webhooks import WebhookStore
+from jobs.webhooks import DeliveryLog, EndpointStore
 from tests.conftest import ACME, ACME_KEY, ADMIN_KEY, GLOBEX, GLOBEX_KEY, api_client, make_settings
 from tests.support.asgi import RawAnswer, raw_request
+from tests.support.kinds import TEST_REGISTRY
 from tests.support.routes import operations
 from tests.support.state import redis_changes, redis_snapshot, s3_snapshot
 
@@ -429,6 +430,7 @@ def dashboard_cases() -> list[Case]:
 CORPUS = [
     *doc_cases(),
     *id_cases("document-get", "GET", "/v1/documents/{id}", owner_id="{gdoc}", key="acme"),
+    *id_cases("document-delete", "DELETE", "/v1/documents/{id}", owner_id="{gdoc}", key="acme"),
     *analysis_cases(),
     *export_cases(),
     *job_cases(),
@@ -449,7 +451,8 @@ class World:
 async def seed(client: Any, settings: Settings, redis: Redis) -> dict[str, str]:
     """One of every resource kind for acme and for globex, a dead letter, and sessions."""
     ids: dict[str, str] = {}
-    webhooks = WebhookStore(redis, settings)
+    store = JobStore(redis, settings, TEST_REGISTRY)
+    deliveries = DeliveryLog(store, EndpointStore(redis, settings))
     for prefix, headers, account in (("", ACME, "acme"), ("g", GLOBEX, "globex")):
         doc = await client.post(
             "/v1/documents", headers=headers, json={"user_id": "u1", "text": "t"}
@@ -471,24 +474,14 @@ async def seed(client: Any, settings: Settings, redis: Redis) -> dict[str, str]:
             json={"url": PUBLIC_HOOK, "events": ["export.completed"]},
         )
         ids[f"{prefix}ep"] = endpoint.json()["id"]
-        await webhooks.publish(account, "export.completed", f"evt_{prefix}seed", {"n": 1})
-        (delivery,), _ = await webhooks.list_deliveries(ids[f"{prefix}ep"], 1, None)
+        await deliveries.publish(account, "export.completed", f"evt_{prefix}seed", {"n": 1})
+        (delivery,), _ = await deliveries.list(ids[f"{prefix}ep"], 1, None)
         ids[f"{prefix}dl"] = delivery.id
-        attempt = {
-            "attempt": 1,
-            "at": 1,
-            "status_code": 500,
-            "latency_ms": 3,
-            "error": "HTTP 500",
-            "response_excerpt": "",
-        }
-        await webhooks.log_attempt(delivery, attempt, None)
-    store = JobStore(redis, settings)
     dead = (await store.create(kind="test.broken", account="acme", args={"doc": 1})).job_id
     record = await store.get(dead)
     assert record is not None
     error = {"type": "bad_document", "message": "seeded", "retryable": False}
-    assert await fail_job(store, record, error, "seeded traceback")
+    assert await fail_job(store, None, record, error, "seeded traceback")
     ids["dead"] = dead
     session = new_session(settings)
     other_key = base64.b64encode(b"k" * 32).decode()

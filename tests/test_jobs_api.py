@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from jobs.records import JobStore
+from jobs.engine.store import JobStore
 from tests.conftest import ACME, ADMIN, GLOBEX, api_client
+from tests.support.kinds import TEST_REGISTRY
 
 PROBLEM = "application/problem+json"
 
 
 async def make_job(settings, redis, account="acme", kind="test.flaky", args=None) -> str:
-    store = JobStore(redis, settings)
+    store = JobStore(redis, settings, TEST_REGISTRY)
     return (await store.create(kind=kind, account=account, args=args or {})).job_id
 
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobs.records import JobStore
+from jobs.engine.store import JobStore
 from tests.conftest import ACME, ACME_KEY, ADMIN_KEY, eventually, running_worker
 from tests.support.api_server import ApiServer
+from tests.support.kinds import TEST_REGISTRY
 from tests.support.processes import kill, start_worker
 from tests.support.receiver import Receiver
 from tests.support.services import free_port
@@ -103,7 +104,7 @@ async def test_worker_metrics_port_exposes_families_and_counters_move(
             "longrun_http_requests",
             "longrun_http_request_duration_seconds",
         } <= (families(before) | {"longrun_queue_jobs"})
-        store = JobStore(redis, settings)
+        store = JobStore(redis, settings, TEST_REGISTRY)
         await store.create(kind="test.flaky", account="acme", args={"fail_times": 1})
         after = await eventually(
             lambda: _scraped_when(scrape, "longrun_jobs_succeeded_total", kind="test.flaky")
@@ -179,7 +180,7 @@ async def test_dead_letter_posts_one_alert_and_a_burst_is_rate_limited(settings,
         alerting = settings.model_copy(
             update={"alert_webhook_url": alerts.url, "alert_max_per_minute": 5}
         )
-        store = JobStore(redis, alerting)
+        store = JobStore(redis, alerting, TEST_REGISTRY)
         await redis.set("test:broken", 1)
         async with running_worker(alerting):
             first = (await store.create(kind="test.broken", account="acme", args={})).job_id
@@ -212,7 +213,7 @@ async def test_worker_whose_metrics_port_is_taken_still_runs_jobs(settings, redi
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         busy = settings.model_copy(update={"worker_metrics_port": taken.getsockname()[1]})
-        store = JobStore(redis, busy)
+        store = JobStore(redis, busy, TEST_REGISTRY)
         async with running_worker(busy):
             job_id = (await store.create(kind="test.flaky", account="acme", args={})).job_id
 

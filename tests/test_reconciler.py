@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from jobs.records import JobStore
+from jobs.engine.arq_adapter import job_keys
+from jobs.engine.store import JobStore
 from tests.conftest import ADMIN, eventually, running_worker
+from tests.support.kinds import TEST_REGISTRY
 
 
 async def dead_letter(client, job_id):
@@ -15,25 +17,23 @@ async def dead_letter(client, job_id):
 
 
 async def test_job_given_up_by_arq_at_pickup_is_failed_by_the_reconciler(settings, redis, client):
-    store = JobStore(redis, settings)
+    store = JobStore(redis, settings, TEST_REGISTRY)
     job_id = (await store.create(kind="test.flaky", account="acme", args={})).job_id
-    # What earlier crashed runs leave behind: arq's try counter at the limit, our record
-    # still saying the job runs.
-    await redis.set(f"arq:retry:{job_id}", settings.job_max_tries)
-    record = await store.mark_started(job_id, "test.flaky", settings.job_max_tries, "crashed-w")
-    assert record.state == "running"
+    # Its payload is gone (expired, or lost with Redis data): arq finds the queue entry,
+    # says "job expired", cleans up, and calls no hook.
+    await redis.delete(job_keys(job_id).job)
 
     async with running_worker(settings):
         dead = await dead_letter(client, job_id)
-    assert dead["error"]["type"] == "attempts_exhausted"
+    assert dead["error"]["type"] == "job_lost"
     assert dead["error"]["retryable"] is False
     job = await store.get(job_id)
-    assert job.state == "failed" and job.finished_at is not None
-    assert await redis.exists(f"arq:job:{job_id}") == 0
+    assert job.state == "failed" and job.finished_at is not None and job.attempt == 0
+    assert await redis.zscore(settings.queue_name, job_id) is None
 
 
 async def test_job_of_a_kind_no_worker_runs_is_failed_by_the_reconciler(settings, redis, client):
-    store = JobStore(redis, settings)
+    store = JobStore(redis, settings, TEST_REGISTRY)
     job_id = (await store.create(kind="test.retired", account="acme", args={"x": 1})).job_id
     async with running_worker(settings):
         dead = await dead_letter(client, job_id)
@@ -42,7 +42,7 @@ async def test_job_of_a_kind_no_worker_runs_is_failed_by_the_reconciler(settings
 
 
 async def test_reconciler_leaves_live_jobs_alone(settings, redis, client):
-    store = JobStore(redis, settings)
+    store = JobStore(redis, settings, TEST_REGISTRY)
     async with running_worker(settings):
         job_id = (
             await store.create(kind="test.sleepy", account="acme", args={"seconds": 1.5})
@@ -60,7 +60,7 @@ async def _succeeded(store, job_id):
 async def test_job_whose_result_cannot_be_stored_fails_instead_of_staying_running(
     settings, redis, client
 ):
-    store = JobStore(redis, settings)
+    store = JobStore(redis, settings, TEST_REGISTRY)
     job_id = (await store.create(kind="test.unstorable", account="acme", args={})).job_id
     async with running_worker(settings):
         dead = await dead_letter(client, job_id)
@@ -73,16 +73,16 @@ async def test_running_job_that_arq_dropped_is_failed_while_its_worker_still_bea
 ):
     # A run that raised before its outcome was recorded: arq deleted its job, the record
     # says running on a worker that is alive and beating.
-    store = JobStore(redis, settings)
+    store = JobStore(redis, settings, TEST_REGISTRY)
     job_id = (await store.create(kind="test.sleepy", account="acme", args={})).job_id
-    await store.beat("live-w", settings.claim_ttl_ms)
-    await store.mark_started(job_id, "test.sleepy", 1, "live-w")
-    await redis.delete(f"arq:job:{job_id}")
+    await store.beat("live-w", [], settings.claim_ttl_ms)
+    await store.mark_started(job_id, "test.sleepy", "live-w")
+    await redis.delete(job_keys(job_id).job)
     await redis.zrem(settings.queue_name, job_id)
-    await redis.set(f"arq:in-progress:{job_id}", 1, px=settings.claim_ttl_ms)
+    await redis.set(job_keys(job_id).in_progress, 1, px=settings.claim_ttl_ms)
 
     async def failed_while_beating():
-        await store.beat("live-w", settings.claim_ttl_ms)
+        await store.beat("live-w", [job_id], settings.claim_ttl_ms)
         job = await store.get(job_id)
         return job if job.state.finished else None
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
-from jobs.records import JobStore
+from jobs.engine.runner import fail_job
+from jobs.engine.store import JobStore
 from tests.conftest import ACME, ADMIN, eventually, running_worker
-from tests.support.kinds import BROKEN_FLAG
+from tests.support.kinds import BROKEN_FLAG, TEST_REGISTRY
 
 
 async def finished(client, job_id: str, headers=ACME) -> dict:
@@ -18,7 +19,7 @@ async def finished(client, job_id: str, headers=ACME) -> dict:
 
 
 async def enqueue(settings, redis, kind: str, args: dict, account: str = "acme") -> str:
-    store = JobStore(redis, settings)
+    store = JobStore(redis, settings, TEST_REGISTRY)
     return (await store.create(kind=kind, account=account, args=args)).job_id
 
 
@@ -98,6 +99,30 @@ async def test_replaying_a_dead_letter_makes_a_new_job_that_can_succeed(
     again = await client.post(f"/v1/dead-letters/{job_id}/replay", headers=ADMIN)
     assert again.status_code == 409
     assert again.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_replayed_dead_letter_leaves_the_dead_letter_list_once_its_record_expires(
+    settings, redis, store
+):
+    job = await store.create(kind="test.broken", account="acme", args={})
+    record = await store.get(job.job_id)
+    error = {"type": "bad_document", "message": "x", "retryable": False}
+    assert await fail_job(store, None, record, error, None)
+    await store.replay(record)
+    assert await redis.ttl(f"lr:job:{job.job_id}") > 0  # replayed: it expires now
+    assert await store.forget_expired_dead_letters() == 0  # still there: still listed
+    await redis.delete(f"lr:job:{job.job_id}")  # the retention ran out
+    assert await store.forget_expired_dead_letters() == 1
+    assert (await store.list_dead_letters(limit=10)).items == []
+    assert await redis.zscore("lr:dlq", job.job_id) is None
+
+
+async def test_redis_trouble_under_a_job_is_not_a_failed_attempt(settings, client, store, worker):
+    job_id = (await store.create(kind="test.redis_blip", account="acme", args={})).job_id
+    job = await finished(client, job_id)
+    assert job["state"] == "succeeded" and job["attempt"] == 1
+    assert [a["outcome"] for a in job["attempts"]] == ["handed_back", "succeeded"]
+    assert "Redis is unreachable" in job["attempts"][0]["reason"]
 
 
 async def test_job_using_up_its_tries_fails_with_every_attempt_in_dead_letter(

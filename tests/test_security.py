@@ -20,10 +20,12 @@ import pytest
 
 from api.deps import get_account, require_admin
 from api.sessions import COOKIE, new_session
-from jobs.clients import json_dumps, json_loads
-from jobs.records import JobStore, new_job_id, now_ms
+from jobs.engine.arq_adapter import json_dumps, json_loads
+from jobs.engine.lifecycle import worker_settings
+from jobs.engine.records import new_job_id, now_ms
+from jobs.engine.store import JobStore
 from jobs.storage import open_storage
-from jobs.worker import worker_options
+from jobs.webhooks.attempt import attempt_delivery
 from tests.conftest import (
     ACME,
     ACME_KEY,
@@ -35,7 +37,7 @@ from tests.conftest import (
     eventually,
     running_worker,
 )
-from tests.support.kinds import TEST_KINDS
+from tests.support.kinds import TEST_REGISTRY
 from tests.support.receiver import Receiver
 from tests.support.routes import operations
 from tests.support.state import s3_objects, stored_values
@@ -165,7 +167,7 @@ def test_the_pickle_detector_knows_a_pickle():
 
 
 def test_worker_serializes_jobs_as_json():
-    options = worker_options(settings=_bare_settings(), kinds=TEST_KINDS)
+    options = worker_settings(_bare_settings(), TEST_REGISTRY)
     assert options["job_serializer"] is json_dumps and options["job_deserializer"] is json_loads
     with pytest.raises(ValueError):
         json_loads(pickle.dumps({"f": "x"}))
@@ -234,7 +236,7 @@ async def test_arq_payloads_of_every_job_kind_are_json_and_nothing_stored_is_a_p
 
             async def only_retries_queued() -> bool:
                 # arq drops a finished job's payload just after its record says so.
-                return await check_no_pickle(redis) == {"webhook.deliver"}
+                return await check_no_pickle(redis) == {"webhook"}
 
             await eventually(only_retries_queued)
 
@@ -251,7 +253,7 @@ class Planted:
 
 async def test_worker_refuses_a_pickled_job_without_running_it(settings, redis, client, tmp_path):
     marker = tmp_path / "unpickled"
-    store = JobStore(redis, settings)
+    store = JobStore(redis, settings, TEST_REGISTRY)
     recorded = (await store.create(kind="test.flaky", account="acme", args={})).job_id
     stray = new_job_id()  # no record at all: only arq knows it
     for job_id in (recorded, stray):
@@ -480,7 +482,7 @@ async def test_name_rebound_to_loopback_after_registration_is_refused_at_deliver
             )  # fmt: skip
             assert answer.status_code == 201, answer.text
             endpoint = answer.json()["id"]
-            await client.app.state.webhooks.publish("acme", "export.completed", "evt_r", {"n": 1})
+            await client.app.state.deliveries.publish("acme", "export.completed", "evt_r", {"n": 1})
             async with running_worker(strict):
                 attempts = await eventually(lambda: delivery_attempts(client, endpoint))
         assert attempts[0]["error"].startswith("refused: webhook URLs must point to public")
@@ -519,7 +521,7 @@ async def test_delivery_connects_to_the_address_it_checked_not_to_a_later_answer
                 json={"url": url, "events": ["export.completed"]},
             )  # fmt: skip
             endpoint = answer.json()["id"]
-            await client.app.state.webhooks.publish("acme", "export.completed", "evt_p", {"n": 1})
+            await client.app.state.deliveries.publish("acme", "export.completed", "evt_p", {"n": 1})
             async with running_worker(loose):
                 attempts = await eventually(lambda: delivery_attempts(client, endpoint))
         assert attempts[0]["status_code"] == 200, attempts
@@ -537,3 +539,42 @@ def unused_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+async def test_an_internationalised_host_is_reached_under_its_idna_name(settings, dns, unused_port):
+    loose = settings.model_copy(
+        update={"webhook_allow_private_networks": True, "webhook_retry_schedule": [0]}
+    )
+    listener = await Listener().start("127.0.0.1", unused_port)
+    dns.answers["xn--bcher-kva.example"] = ["127.0.0.1", "127.0.0.1"]
+    try:
+        async with api_client(loose) as client:
+            answer = await client.post(
+                "/v1/webhook-endpoints",
+                headers=ACME,
+                json={"url": f"http://bücher.example:{unused_port}/hooks",
+                      "events": ["export.completed"]},
+            )  # fmt: skip
+            assert answer.status_code == 201, answer.text
+            endpoint = answer.json()["id"]
+            await client.app.state.deliveries.publish("acme", "export.completed", "evt_i", {})
+            async with running_worker(loose):
+                attempts = await eventually(lambda: delivery_attempts(client, endpoint))
+        assert attempts[0]["status_code"] == 200, attempts
+        assert f"host: xn--bcher-kva.example:{unused_port}".encode() in listener.requests[0].lower()
+    finally:
+        await listener.stop()
+
+
+async def test_an_attempt_that_cannot_even_be_built_is_an_outcome_never_an_exception():
+    async with httpx.AsyncClient() as http:
+        outcome = await attempt_delivery(
+            http,
+            "http://127.0.0.1:9/hooks",
+            ["whsec_not*base64"],  # a secret that cannot sign
+            "msg_x",
+            "{}",
+            timeout_s=1,
+            allow_private=True,
+        )
+    assert outcome.status_code is None and outcome.error and not outcome.success

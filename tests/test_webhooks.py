@@ -7,7 +7,8 @@ import ipaddress
 import httpx
 import pytest
 
-from jobs.ssrf import blocked_reason
+from jobs.webhooks import EndpointStore
+from jobs.webhooks.ssrf import blocked_reason
 from tests.conftest import ACME, GLOBEX, api_client, eventually, running_worker
 from tests.support.receiver import Receiver
 
@@ -286,7 +287,7 @@ async def test_another_account_cannot_see_or_retry_deliveries(
     retry = f"/v1/webhook-deliveries/{delivery['id']}/retry"
     assert (await hook_client.post(retry, headers=GLOBEX)).status_code == 404
     mine = await hook_client.post(retry, headers=ACME)
-    assert mine.status_code == 202
+    assert mine.status_code == 202, mine.text
 
 
 async def test_endpoint_failing_for_the_disable_window_is_disabled(
@@ -346,10 +347,10 @@ async def test_finished_export_reaches_its_endpoint_with_a_working_download_url(
     # The delivery keeps the event, never a presigned URL: each attempt presigns its own.
     redis = hook_client.app.state.redis
     stored = [
-        await redis.hget(key, "body") async for key in redis.scan_iter("lr:wh:dl:*", _type="HASH")
+        await redis.hget(key, "args") async for key in redis.scan_iter("lr:job:whd_*", _type="HASH")
     ]
-    stored = [body for body in stored if body]
-    assert stored and not any(b"download_url" in body or b"Signature" in body for body in stored)
+    stored = [args for args in stored if args]
+    assert stored and not any(b"download_url" in args or b"Signature" in args for args in stored)
 
 
 async def test_event_half_published_when_the_worker_stops_goes_back_to_the_outbox(settings, redis):
@@ -364,3 +365,112 @@ async def test_event_half_published_when_the_worker_stops_goes_back_to_the_outbo
         await redis.rpush(f"lr:outbox:{worker_id}", "job_half_published")
     assert await redis.lrange("lr:outbox", 0, -1) == [b"job_half_published"]
     assert not await redis.exists(f"lr:outbox:{worker_id}")
+
+
+async def published(client, endpoint: dict, event_id: str) -> dict:
+    """An event fanned out to the endpoint (as a finished job would be); its delivery."""
+    created = await client.app.state.deliveries.publish(
+        "acme", "analysis.completed", event_id, {"id": event_id}
+    )
+    assert created == 1
+    (delivery,) = [d for d in await all_deliveries(client, endpoint) if d["event_id"] == event_id]
+    return delivery
+
+
+async def all_deliveries(client, endpoint: dict) -> list[dict]:
+    return await deliveries(client, endpoint["id"])
+
+
+async def test_deleting_an_endpoint_mid_attempt_ends_its_deliveries_and_leaves_no_trace(
+    hook_settings, hook_client, redis, receiver
+):
+    patient = hook_settings.model_copy(update={"webhook_timeout_seconds": 4.0})
+    endpoint = await register(hook_client, receiver)
+    # The attempt is in flight when the endpoint goes, and then fails (no answer in time):
+    # its failure must not write the deleted endpoint back.
+    receiver.script("slow:8")
+    delivery = await published(hook_client, endpoint, "evt_in_flight")
+    waiting = await published(hook_client, endpoint, "evt_waiting_later")
+    async with running_worker(patient):
+        await eventually(lambda: _count(receiver, 1))
+        assert (
+            await hook_client.delete(f"/v1/webhook-endpoints/{endpoint['id']}", headers=ACME)
+        ).status_code == 204
+
+        async def ended() -> bool:
+            store = hook_client.app.state.store
+            records = [await store.get(d["id"]) for d in (delivery, waiting)]
+            return all(r.state.finished for r in records)
+
+        await eventually(ended)
+    # The in-flight attempt did not bring the endpoint back as a partial hash.
+    assert not await redis.exists(f"lr:wh:ep:{endpoint['id']}")
+    assert not await redis.exists(f"lr:wh:ep:{endpoint['id']}:deliveries")
+    got = await hook_client.get(f"/v1/webhook-endpoints/{endpoint['id']}", headers=ACME)
+    assert got.status_code == 404
+    health = (await hook_client.get("/health/queues")).json()
+    assert health["by_kind"]["webhook"] == {"queued": 0, "retrying": 0, "running": 0}
+
+
+async def test_a_failed_retry_by_hand_keeps_the_delivery_s_schedule(
+    hook_settings, hook_client, receiver
+):
+    scheduled = hook_settings.model_copy(update={"webhook_retry_schedule": [0, 3600, 3600]})
+    async with api_client(scheduled) as client:
+        endpoint = await register(client, receiver)
+        receiver.script("500", "500", "200")
+        delivery = await published(client, endpoint, "evt_manual")
+        async with running_worker(scheduled):
+
+            async def attempts(n: int) -> dict | None:
+                (found,) = await deliveries(client, endpoint["id"])
+                return found if len(found["attempts"]) >= n else None
+
+            first = await eventually(lambda: attempts(1))
+            assert first["state"] == "pending" and first["next_attempt_at"]
+            retry = await client.post(
+                f"/v1/webhook-deliveries/{delivery['id']}/retry", headers=ACME
+            )
+            assert retry.status_code == 202
+            second = await eventually(lambda: attempts(2))
+        # The retry by hand failed too: the delivery is still pending, its next attempt
+        # scheduled an hour out (the schedule's third entry), not ended.
+        assert second["state"] == "pending", second
+        assert second["next_attempt_at"] is not None
+        record = await client.app.state.store.get(delivery["id"])
+        assert record.max_attempts == 3 and record.state == "retrying"
+
+
+async def test_a_retry_by_hand_of_an_ended_delivery_makes_exactly_one_more_attempt(
+    hook_settings, hook_client, receiver
+):
+    endpoint = await register(hook_client, receiver)
+    receiver.script("500", "500", "500", "500", "500")
+    delivery = await published(hook_client, endpoint, "evt_ended")
+    async with running_worker(hook_settings):
+
+        async def state(wanted: str, n: int) -> dict | None:
+            (found,) = await deliveries(hook_client, endpoint["id"])
+            return found if found["state"] == wanted and len(found["attempts"]) == n else None
+
+        await eventually(lambda: state("failed", 4), timeout=30)  # its whole schedule
+        retry = f"/v1/webhook-deliveries/{delivery['id']}/retry"
+        assert (await hook_client.post(retry, headers=ACME)).status_code == 202
+        again = await eventually(lambda: state("failed", 5))
+    assert len(receiver.received) == 5
+    assert again["attempts"][0]["status_code"] == 500
+
+
+async def test_an_attempt_ending_after_its_endpoint_was_deleted_writes_nothing_back(
+    hook_settings, redis, receiver
+):
+    endpoints = EndpointStore(redis, hook_settings)
+    endpoint, _ = await endpoints.create("acme", receiver.url, ["analysis.completed"])
+    await endpoints.delete(endpoint)
+    # What an attempt in flight reports when it ends: a failure, a success, a 410.
+    assert await endpoints.failing_since(endpoint) is None
+    endpoint.failing_since = 1
+    await endpoints.delivered(endpoint)
+    await endpoints.disable(endpoint, "the endpoint answered 410 Gone")
+    assert not await redis.exists(f"lr:wh:ep:{endpoint.id}")
+    assert await endpoints.get(endpoint.id) is None

@@ -7,8 +7,8 @@ from fastapi.responses import JSONResponse
 
 from api.deps import AdminDep, IdempotencyKeyDep, PresenterDep, StoreDep
 from api.schemas import JobPublic, accepted
-from jobs.canary import CANARY, CANARY_ACCOUNT
-from jobs.records import body_fingerprint
+from jobs.canaries import CANARY, CANARY_ACCOUNT
+from jobs.engine.records import body_fingerprint
 
 router = APIRouter(prefix="/v1/canaries", tags=["operations"])
 

@@ -15,11 +15,11 @@ from fastapi.templating import Jinja2Templates
 
 from api.deps import JOB_ID_PATTERN, RedisDep, SettingsDep, StoreDep
 from api.sessions import COOKIE, SESSION_SECONDS, csrf_token, csrf_valid, new_session, session_valid
+from jobs.engine.health import queue_health
+from jobs.engine.presenter import attempt_resource
+from jobs.engine.records import JobRecord, JobState, rfc3339
 from jobs.errors import Forbidden
-from jobs.health import queue_health
-from jobs.records import ALL_JOBS_KEY, DLQ_KEY, JobRecord, JobState, rfc3339
-from jobs.views import attempt_resource
-from jobs.webhooks import WebhookStore
+from jobs.webhooks import DeliveryLog, EndpointStore
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).resolve().parents[1] / "templates")
@@ -108,7 +108,7 @@ async def overview(
 ) -> HTMLResponse:
     session = _session(request, settings)
     summary = await _summary(redis, settings, store)
-    failed = await store.list(DLQ_KEY, limit=5)
+    failed = await store.list_dead_letters(limit=5)
     return _page(request, "overview.html", session, **summary, failures=failed.items)
 
 
@@ -132,12 +132,11 @@ async def jobs_page(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> HTMLResponse:
     session = _session(request, settings)
-    if q and JOB_ID_PATTERN.match(q.strip()):
+    if q and JOB_ID_PATTERN.fullmatch(q.strip()):
         found = await store.get(q.strip())
         items, next_cursor = ([found] if found else []), None
     else:
-        page = await store.list(
-            ALL_JOBS_KEY,
+        page = await store.list_jobs(
             limit=50,
             cursor=cursor,
             state=state if state in {s.value for s in JobState} else None,
@@ -154,7 +153,7 @@ async def job_page(
     request: Request, job_id: str, settings: SettingsDep, store: StoreDep
 ) -> HTMLResponse:
     session = _session(request, settings)
-    record = await store.get(job_id) if JOB_ID_PATTERN.match(job_id) else None
+    record = await store.get(job_id) if JOB_ID_PATTERN.fullmatch(job_id) else None
     if record is None:
         return _page(request, "missing.html", session, what=f"job {job_id[:64]}")
     attempts = [attempt_resource(a) for a in reversed(record.attempts)]
@@ -169,7 +168,7 @@ async def dead_letters_page(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> HTMLResponse:
     session = _session(request, settings)
-    page = await store.list(DLQ_KEY, limit=50, cursor=cursor)
+    page = await store.list_dead_letters(limit=50, cursor=cursor)
     return _page(
         request, "dead_letters.html", session, dead=page.items, next_cursor=page.next_cursor
     )
@@ -180,7 +179,7 @@ async def _posted_dead_letter(
 ) -> JobRecord | None:
     """For a form post on a dead letter: check the session and CSRF token, find it."""
     _check_csrf(request, _session(request, settings), csrf)
-    return await store.get_dead_letter(job_id) if JOB_ID_PATTERN.match(job_id) else None
+    return await store.get_dead_letter(job_id) if JOB_ID_PATTERN.fullmatch(job_id) else None
 
 
 @router.post("/dead-letters/{job_id}/replay")
@@ -212,25 +211,28 @@ async def purge(
     return RedirectResponse("/dashboard/dead-letters", status_code=303)
 
 
-def _webhooks(request: Request) -> WebhookStore:
-    return request.app.state.webhooks
+def _endpoints(request: Request) -> EndpointStore:
+    return request.app.state.endpoints
+
+
+def _deliveries(request: Request) -> DeliveryLog:
+    return request.app.state.deliveries
 
 
 @router.get("/webhooks", response_class=HTMLResponse)
 async def webhooks_page(request: Request, settings: SettingsDep) -> HTMLResponse:
     session = _session(request, settings)
-    endpoints = await _webhooks(request).list_endpoints(None)
+    endpoints = await _endpoints(request).list(None)
     return _page(request, "webhooks.html", session, endpoints=endpoints)
 
 
 @router.get("/webhooks/{endpoint_id}", response_class=HTMLResponse)
 async def webhook_page(request: Request, endpoint_id: str, settings: SettingsDep) -> HTMLResponse:
     session = _session(request, settings)
-    store = _webhooks(request)
-    endpoint = await store.get_endpoint(endpoint_id[:64])
+    endpoint = await _endpoints(request).get(endpoint_id[:64])
     if endpoint is None:
         return _page(request, "missing.html", session, what=f"endpoint {endpoint_id[:64]}")
-    deliveries, _ = await store.list_deliveries(endpoint.id, 50, None)
+    deliveries, _ = await _deliveries(request).list(endpoint.id, 50, None)
     return _page(
         request,
         "webhook.html",
@@ -249,9 +251,9 @@ async def retry_delivery(
 ) -> Response:
     session = _session(request, settings)
     _check_csrf(request, session, csrf)
-    store = _webhooks(request)
-    delivery = await store.get_delivery(delivery_id[:64])
+    log = _deliveries(request)
+    delivery = await log.get(delivery_id[:64])
     if delivery is None:
         return RedirectResponse("/dashboard/webhooks", status_code=303)
-    await store.retry_delivery(delivery)
+    await log.retry(delivery)
     return RedirectResponse(f"/dashboard/webhooks/{delivery.endpoint_id}", status_code=303)

@@ -1,21 +1,21 @@
-"""Documents (JSON or a multipart upload of a UTF-8 text file) and their analyses."""
+"""Documents: JSON or a multipart upload of a UTF-8 text file, stored in S3; read; deleted."""
 
 from __future__ import annotations
 
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from starlette.datastructures import UploadFile
 
-from api.deps import AccountDep, IdempotencyKeyDep, ServicesDep, SettingsDep
-from api.schemas import JobPublic, accepted, rfc3339
+from api.deps import AccountDep, OwnedDocument, ServicesDep, SettingsDep
+from api.schemas import rfc3339
 from jobs.documents import USER_ID_PATTERN, DocumentMeta, Documents
-from jobs.errors import InvalidInput, NotFound, PayloadTooLarge, UnsupportedMediaType
-from jobs.records import JobStore, body_fingerprint
+from jobs.engine.store import JobStore
+from jobs.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 
@@ -47,10 +47,6 @@ class DocumentCreate(BaseModel):
         return value
 
 
-class AnalysisCreate(BaseModel):
-    instructions: str | None = Field(None, max_length=4000)
-
-
 class LatestAnalysis(BaseModel):
     job_id: str
     state: str
@@ -72,19 +68,6 @@ async def get_documents(request: Request) -> Documents:
 
 
 DocumentsDep = Annotated[Documents, Depends(get_documents)]
-
-
-async def get_owned_document(
-    doc_id: Annotated[str, Path(max_length=64)], account: AccountDep, services: ServicesDep
-) -> DocumentMeta:
-    """The document, if this account owns it; else 404."""
-    meta = await services.documents.get(doc_id)
-    if meta is None or meta.account != account:
-        raise NotFound("no such document")
-    return meta
-
-
-OwnedDocument = Annotated[DocumentMeta, Depends(get_owned_document)]
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -211,24 +194,10 @@ async def get_document(document: OwnedDocument, services: ServicesDep) -> Docume
     return await document_public(document, services.store)
 
 
-@router.post("/{doc_id}/analyses", status_code=202, response_model=JobPublic)
-async def create_analysis(
-    document: OwnedDocument,
-    request: Request,
-    services: ServicesDep,
-    idempotency_key: IdempotencyKeyDep = None,
-    body: AnalysisCreate | None = None,
-) -> JSONResponse:
-    """Enqueue an analysis of the document by Claude; needs only Redis (S3 may be down)."""
-    args = {"document_id": document.id, "instructions": body.instructions if body else None}
-    enqueued = await services.store.create(
-        kind="analysis",
-        account=document.account,
-        args=args,
-        idempotency_key=idempotency_key,
-        fingerprint=body_fingerprint("POST", request.url.path, args),
-        request_id=request.state.request_id,
-    )
-    if not enqueued.replayed:
-        await services.documents.set_latest_analysis(document.id, enqueued.job_id)
-    return await accepted(services.store, services.presenter, enqueued)
+@router.delete("/{doc_id}", status_code=204, responses={503: {"description": "S3 down"}})
+async def delete_document(document: OwnedDocument, services: ServicesDep) -> Response:
+    """Delete a document with its text and every analysis of it; an export already written
+    keeps its copy until the export expires. While S3 is down: 503 with Retry-After (the
+    document is already gone for every reader; a retry of the DELETE finishes the job)."""
+    await services.documents.delete(document)
+    return Response(status_code=204)

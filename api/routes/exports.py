@@ -11,7 +11,8 @@ from pydantic import BaseModel, Field
 from api.deps import AccountDep, IdempotencyKeyDep, ServicesDep
 from api.schemas import JobPublic, accepted
 from jobs.documents import USER_ID_PATTERN
-from jobs.records import body_fingerprint
+from jobs.engine.records import body_fingerprint
+from jobs.exports import EXPORT
 
 router = APIRouter(prefix="/v1/exports", tags=["exports"])
 
@@ -34,7 +35,7 @@ async def create_export(
     presigned at each lookup."""
     args = body.model_dump()
     enqueued = await services.store.create(
-        kind="export",
+        kind=EXPORT.name,
         account=account,
         args=args,
         idempotency_key=idempotency_key,

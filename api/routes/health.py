@@ -9,8 +9,8 @@ from fastapi.responses import JSONResponse
 
 from api.deps import RedisDep, SettingsDep, StorageDep
 from api.problems import problem
-from jobs.health import queue_health
-from jobs.retry import as_service_error
+from jobs.engine.health import queue_health
+from jobs.engine.retry import as_service_error
 
 router = APIRouter(prefix="/health", tags=["health"])
 CHECK_TIMEOUT_S = 3.0

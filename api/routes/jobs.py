@@ -11,8 +11,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from api.deps import AccountDep, JobEventsDep, PresenterDep, StoreDep, VisibleJob
 from api.schemas import JobPublic, Page, job_public, poll_after_seconds
+from jobs.engine.records import now_ms
 from jobs.errors import Conflict, NotFound
-from jobs.records import account_index_key, now_ms, record_key
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -39,8 +39,8 @@ async def list_jobs(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Page[JobPublic]:
     """The account's jobs, newest first."""
-    page = await store.list(
-        account_index_key(account), limit=limit, cursor=cursor, state=state, kind=kind
+    page = await store.list_account_jobs(
+        account, limit=limit, cursor=cursor, state=state, kind=kind
     )
     data = [await job_public(r, presenter) for r in page.items]
     return Page[JobPublic](data=data, next_cursor=page.next_cursor)
@@ -87,7 +87,7 @@ async def job_events(
     (state, attempt, progress), until the job finishes; then the stream closes."""
 
     async def stream() -> AsyncIterator[str]:
-        async with events.watch(record_key(job.id)) as changed:
+        async with events.watch(store.channel(job.id)) as changed:
             last, sequence = "", 0
             while True:
                 changed.clear()

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from api.deps import AccountDep, RedisDep
-from jobs.analysis import account_usage
+from jobs.analyses import account_usage
 
 router = APIRouter(prefix="/v1/usage", tags=["usage"])
 

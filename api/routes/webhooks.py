@@ -8,14 +8,15 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from api.deps import AccountDep
+from api.deps import AccountDep, ServicesDep
+from jobs.domains import REGISTRY
 from jobs.errors import NotFound
-from jobs.webhooks import EVENT_TYPES, Endpoint, WebhookStore
+from jobs.webhooks import DeliveryLog, Endpoint, EndpointStore
 
 router = APIRouter(tags=["webhooks"])
 
-
-EventType = Literal["analysis.completed", "analysis.failed", "export.completed", "export.failed"]
+EVENT_TYPES = tuple(REGISTRY.event_types())
+EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
 
 
 class EndpointCreate(BaseModel):
@@ -49,17 +50,22 @@ class DeliveryPublic(BaseModel):
     attempts: list[dict[str, Any]]
 
 
-async def get_webhooks(request: Request) -> WebhookStore:
-    return request.app.state.webhooks
+async def get_endpoints(request: Request) -> EndpointStore:
+    return request.app.state.endpoints
 
 
-WebhooksDep = Annotated[WebhookStore, Depends(get_webhooks)]
+async def get_deliveries(request: Request) -> DeliveryLog:
+    return request.app.state.deliveries
+
+
+EndpointsDep = Annotated[EndpointStore, Depends(get_endpoints)]
+DeliveriesDep = Annotated[DeliveryLog, Depends(get_deliveries)]
 
 
 async def get_owned_endpoint(
-    endpoint_id: Annotated[str, Path(max_length=64)], account: AccountDep, webhooks: WebhooksDep
+    endpoint_id: Annotated[str, Path(max_length=64)], account: AccountDep, endpoints: EndpointsDep
 ) -> Endpoint:
-    endpoint = await webhooks.get_endpoint(endpoint_id) if endpoint_id.startswith("we_") else None
+    endpoint = await endpoints.get(endpoint_id)
     if endpoint is None or endpoint.account != account:
         raise NotFound("no such webhook endpoint")
     return endpoint
@@ -70,12 +76,12 @@ OwnedEndpoint = Annotated[Endpoint, Depends(get_owned_endpoint)]
 
 @router.post("/v1/webhook-endpoints", status_code=201, response_model=EndpointWithSecret)
 async def create_endpoint(
-    body: EndpointCreate, account: AccountDep, webhooks: WebhooksDep
+    body: EndpointCreate, account: AccountDep, endpoints: EndpointsDep
 ) -> JSONResponse:
     """Register an endpoint; the answer carries its `whsec_` secret, shown this once. The
     URL must be https and resolve to public addresses (unless private networks are
     allowed)."""
-    endpoint, secret = await webhooks.create_endpoint(account, body.url, body.events)
+    endpoint, secret = await endpoints.create(account, body.url, body.events)
     return JSONResponse(
         {**endpoint.public(), "secret": secret},
         status_code=201,
@@ -84,10 +90,10 @@ async def create_endpoint(
 
 
 @router.get("/v1/webhook-endpoints")
-async def list_endpoints(account: AccountDep, webhooks: WebhooksDep) -> dict[str, Any]:
+async def list_endpoints(account: AccountDep, endpoints: EndpointsDep) -> dict[str, Any]:
     """The account's endpoints, newest first (without secrets)."""
-    endpoints = await webhooks.list_endpoints(account)
-    return {"data": [e.public() for e in endpoints], "next_cursor": None}
+    found = await endpoints.list(account)
+    return {"data": [e.public() for e in found], "next_cursor": None}
 
 
 @router.get("/v1/webhook-endpoints/{endpoint_id}", response_model=EndpointPublic)
@@ -97,35 +103,32 @@ async def get_endpoint(endpoint: OwnedEndpoint) -> dict[str, Any]:
 
 
 @router.delete("/v1/webhook-endpoints/{endpoint_id}", status_code=204)
-async def delete_endpoint(endpoint: OwnedEndpoint, webhooks: WebhooksDep) -> Response:
-    """Delete an endpoint; deliveries still pending end `failed`."""
-    await webhooks.delete_endpoint(endpoint)
+async def delete_endpoint(endpoint: OwnedEndpoint, services: ServicesDep) -> Response:
+    """Delete an endpoint and its delivery log; deliveries still waiting end `failed` (one
+    in flight finishes its attempt and makes no other)."""
+    deliveries = await services.endpoints.delete(endpoint)
+    await services.deliveries.end_pending(deliveries)
     return Response(status_code=204)
 
 
 @router.post("/v1/webhook-endpoints/{endpoint_id}/rotate-secret", response_model=EndpointWithSecret)
-async def rotate_secret(endpoint: OwnedEndpoint, webhooks: WebhooksDep) -> dict[str, Any]:
+async def rotate_secret(endpoint: OwnedEndpoint, endpoints: EndpointsDep) -> dict[str, Any]:
     """A new secret, shown once; the previous one keeps signing (both signatures are sent)
     for WEBHOOK_SECRET_OVERLAP_SECONDS, 24 hours by default."""
-    secret = await webhooks.rotate_secret(endpoint)
+    secret = await endpoints.rotate_secret(endpoint)
     return {**endpoint.public(), "secret": secret}
 
 
 @router.get("/v1/webhook-endpoints/{endpoint_id}/deliveries")
 async def list_deliveries(
     endpoint: OwnedEndpoint,
-    webhooks: WebhooksDep,
+    deliveries: DeliveriesDep,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=20, pattern=r"^\d+$")] = None,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
     """The endpoint's deliveries, newest first, each with its attempts (newest first)."""
-    deliveries, next_before = await webhooks.list_deliveries(
-        endpoint.id, limit, int(cursor) if cursor else None
-    )
-    return {
-        "data": [d.public() for d in deliveries],
-        "next_cursor": str(next_before) if next_before else None,
-    }
+    found, next_cursor = await deliveries.list(endpoint.id, limit, cursor)
+    return {"data": [d.public() for d in found], "next_cursor": next_cursor}
 
 
 @router.post(
@@ -135,12 +138,16 @@ async def list_deliveries(
     responses={409: {"description": "the endpoint is disabled"}},
 )
 async def retry_delivery(
-    delivery_id: Annotated[str, Path(max_length=64)], account: AccountDep, webhooks: WebhooksDep
+    delivery_id: Annotated[str, Path(max_length=64)],
+    account: AccountDep,
+    deliveries: DeliveriesDep,
 ) -> JSONResponse:
-    """Make one more attempt of a delivery now."""
-    delivery = await webhooks.get_delivery(delivery_id) if delivery_id.startswith("whd_") else None
+    """Make one more attempt of a delivery now: a waiting one becomes due (its schedule goes
+    on), an ended one gets one more attempt. 409 when its endpoint is disabled or deleted,
+    or while an attempt runs."""
+    delivery = await deliveries.get(delivery_id)
     if delivery is None or delivery.account != account:
         raise NotFound("no such delivery")
-    await webhooks.retry_delivery(delivery)
-    refreshed = await webhooks.get_delivery(delivery_id)
+    await deliveries.retry(delivery)
+    refreshed = await deliveries.get(delivery_id)
     return JSONResponse((refreshed or delivery).public(), status_code=202)

@@ -9,9 +9,11 @@ import signal
 import time
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from jobs.domains import REGISTRY
+from jobs.engine import JobKind, JobRun
 from jobs.errors import InvalidInput, TransientError
-from jobs.runner import JobKind, JobRun
-from jobs.worker import DOMAIN_KINDS
 
 BROKEN_FLAG = "test:broken"
 
@@ -70,6 +72,13 @@ async def unstorable(run: JobRun, args: dict[str, Any]) -> Any:
     return {"when": time}
 
 
+async def redis_blip(run: JobRun, args: dict[str, Any]) -> dict[str, Any]:
+    """Loses its Redis connection on its first run (a failover, a restart), then succeeds."""
+    if await run.deps.redis.set(f"test:blip:{run.job_id}", 1, nx=True):
+        raise RedisConnectionError("Connection reset by peer")
+    return {"attempt": run.attempt}
+
+
 TEST_KINDS: tuple[JobKind, ...] = (
     JobKind("test.flaky", flaky),
     JobKind("test.broken", broken_until_fixed),
@@ -77,5 +86,7 @@ TEST_KINDS: tuple[JobKind, ...] = (
     JobKind("test.bug", crash_bug),
     JobKind("test.suicide", suicide),
     JobKind("test.unstorable", unstorable),
-    *DOMAIN_KINDS,
+    JobKind("test.redis_blip", redis_blip),
 )
+# The service's domains and the test kinds: what test workers and stores run with.
+TEST_REGISTRY = REGISTRY.with_kinds(TEST_KINDS)

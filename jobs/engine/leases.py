@@ -1,0 +1,93 @@
+"""Worker leases: heartbeats, fast recovery of a dead worker's jobs, and fencing.
+
+Each worker beats every quarter of `WORKER_LEASE_SECONDS`; the beat also renews
+arq's claim on each job it runs, so a job that runs for an hour is never taken
+by a second worker while its own lives. A reaper in every worker looks for
+workers whose last beat is older than `DEAD_AFTER` of a lease and releases their
+jobs, which are still in arq's queue, so a live worker starts them at once and
+a dead worker's job starts again within one lease (arq alone waits
+`job_timeout + 10 s`). A job whose runs keep killing their worker is
+dead-lettered at the crash cap. A worker that was only stalled, and finds on
+its next beat that it was declared dead, stops its jobs without writing their
+outcome: they belong to another worker now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from jobs.engine.outbox import requeue_outbox
+from jobs.engine.runner import log_dead_letter
+from jobs.engine.store import JobStore
+
+log = logging.getLogger("jobs.leases")
+
+# Declared dead this far into a lease (3.2 missed beats), which leaves the rest of the lease
+# for the reaper's pass and a live worker's next poll: restarted within one lease.
+DEAD_AFTER = 0.8
+BEATS_PER_LEASE = 4
+
+
+async def keep_beating(
+    store: JobStore,
+    worker_id: Callable[[], str],
+    running: Callable[[], list[str]],
+    lease_s: float,
+    claim_ttl_ms: int,
+    on_fenced: Callable[[], None],
+) -> None:
+    """Beat every quarter of a lease until cancelled; a Redis outage is logged, not fatal.
+    Each beat also hands back the runs this worker holds but no longer runs (their outcome
+    could not be recorded)."""
+    while True:
+        try:
+            if not await store.beat(worker_id(), running(), claim_ttl_ms):
+                log.error("worker %s was declared dead while alive; fencing it", worker_id())
+                on_fenced()
+            else:
+                idle_ms = int(lease_s * 1000)
+                released = await store.release_unrecorded(worker_id(), set(running()), idle_ms)
+                if released:
+                    log.warning(
+                        "jobs whose outcome was never recorded were handed back: %s", released
+                    )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.warning("heartbeat failed; retrying", exc_info=True)
+        await asyncio.sleep(max(0.1, lease_s / BEATS_PER_LEASE))
+
+
+async def reap_once(store: JobStore, lease_s: float, crash_cap: int) -> dict[str, str]:
+    """Release the jobs of every worker whose lease lapsed; returns job id -> outcome."""
+    outcomes: dict[str, str] = {}
+    for dead in await store.dead_workers(lease_s * DEAD_AFTER):
+        # Before the worker is forgotten, so a reaper that dies here finds it again.
+        await requeue_outbox(store.redis, dead)
+        released = await store.reap_worker(dead, crash_cap)
+        if released:
+            log.warning(
+                "worker %s missed its lease; its jobs were handed on",
+                dead,
+                extra={"jobs": released},
+            )
+        for job_id, outcome in released.items():
+            record = await store.get(job_id) if outcome == "dead" else None
+            if record is not None and record.error and store.policy(record.kind).dead_letters:
+                log_dead_letter(record, record.error)
+        outcomes.update(released)
+    return outcomes
+
+
+async def keep_reaping(store: JobStore, lease_s: float, crash_cap: int) -> None:
+    """Run `reap_once` several times a lease until cancelled; errors are logged."""
+    while True:
+        try:
+            await reap_once(store, lease_s, crash_cap)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reaper pass failed; will try again")
+        await asyncio.sleep(max(0.1, min(0.5, lease_s / 5)))

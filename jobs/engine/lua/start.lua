@@ -1,0 +1,35 @@
+-- Mark a job running for one more attempt (the attempt number is the record's) and
+-- return the record. Refuses when the record says another live worker runs it.
+-- KEYS: record, attempts, waiting, running, workers, worker_jobs
+-- ARGV: id, now_ms, worker, lease_ms, retention_s
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return false
+end
+local state = redis.call('HGET', KEYS[1], 'state')
+if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
+  return redis.call('HGETALL', KEYS[1])
+end
+local now = tonumber(ARGV[2])
+if state == 'running' then
+  local owner = redis.call('HGET', KEYS[1], 'worker')
+  if owner and owner ~= ARGV[3] then
+    local beat = redis.call('ZSCORE', KEYS[5], owner)
+    if beat and tonumber(beat) * 1000 >= now - tonumber(ARGV[4]) then
+      return {'busy', owner}
+    end
+  end
+end
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+redis.call('HSET', KEYS[1], 'state', 'running', 'updated_at', now, 'worker', ARGV[3],
+  'next_attempt_at', '', 'stage', '')
+if not redis.call('HGET', KEYS[1], 'started_at') then
+  redis.call('HSET', KEYS[1], 'started_at', now)
+end
+redis.call('RPUSH', KEYS[2], cjson.encode({attempt = attempt, started_at = now, worker = ARGV[3]}))
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[4], now, ARGV[1])
+redis.call('SADD', KEYS[6], ARGV[1])
+redis.call('PUBLISH', KEYS[1], 'running')
+return redis.call('HGETALL', KEYS[1])

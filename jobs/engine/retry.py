@@ -1,0 +1,86 @@
+"""The retry policy: which failures are retried, and how long to wait before the next try.
+
+Transient errors (`TransientError`, connection errors, timeouts) are retried
+with exponential backoff and full jitter, honouring a server's retry-after;
+everything else is permanent and fails the job at once. Exceptions outside the
+service's error tree are translated here, once.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from jobs.engine.registry import JobKind
+from jobs.errors import ServiceError, TransientError
+from jobs.settings import Settings
+
+# A server's retry-after is honoured up to this long; a bigger one is treated as this.
+MAX_RETRY_AFTER_S = 6 * 3600.0
+# The error type of Redis going away under a job: the service's trouble, not the job's.
+INFRASTRUCTURE_ERROR = "redis_unavailable"
+
+
+def as_service_error(exc: BaseException) -> ServiceError:
+    """Translate any exception into the error tree."""
+    if isinstance(exc, ServiceError):
+        return exc
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return TransientError(f"Redis is unreachable: {exc}", type=INFRASTRUCTURE_ERROR)
+    if isinstance(exc, TimeoutError):
+        return TransientError(f"timed out: {exc}" if str(exc) else "timed out", type="timeout")
+    if isinstance(exc, ConnectionError | OSError):
+        return TransientError(f"{type(exc).__name__}: {exc}", type="connection_error")
+    return ServiceError(f"{type(exc).__name__}: {exc}", type="internal_error")
+
+
+def backoff_window(attempt: int, settings: Settings) -> float:
+    """The ceiling of the wait after the `attempt`-th try: base * 2^(attempt-1), capped."""
+    exponent = min(attempt - 1, 60)
+    return min(settings.job_retry_max_seconds, settings.job_retry_base_seconds * 2**exponent)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do after a failed attempt."""
+
+    retry: bool
+    error: dict[str, Any]
+    traceback: str
+    defer_s: float = 0.0
+    window_s: float = 0.0
+
+
+def full_jitter(attempt: int, settings: Settings, rng: random.Random) -> tuple[float, float]:
+    """The default backoff: a uniform wait within the attempt's window; (defer, window)."""
+    window = backoff_window(attempt, settings)
+    return rng.uniform(0, window), window
+
+
+def decide(
+    exc: BaseException,
+    attempt: int,
+    max_attempts: int,
+    settings: Settings,
+    rng: random.Random,
+    kind: JobKind | None = None,
+) -> Decision:
+    """Retry a transient failure with attempts left, after the kind's backoff (full jitter
+    by default) and at least the server's retry-after; else fail."""
+    error = as_service_error(exc)
+    trace = "".join(traceback.format_exception(exc))
+    if not error.retryable or attempt >= max_attempts:
+        return Decision(retry=False, error=error.as_error(), traceback=trace)
+    backoff = kind.backoff if kind is not None and kind.backoff else full_jitter
+    defer, window = backoff(attempt, settings, rng)
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        defer = max(defer, min(float(retry_after), MAX_RETRY_AFTER_S))
+    return Decision(
+        retry=True, error=error.as_error(), traceback=trace, defer_s=defer, window_s=window
+    )
