@@ -12,12 +12,26 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 
 
 class ThreadedServer:
-    """A TCP server on 127.0.0.1 (a free port when `port` is 0), served from a thread."""
+    """A TCP server on `host` (a free port when `port` is 0), served from a thread.
 
-    def __init__(self, handler: Handler, port: int = 0, name: str = "test-server") -> None:
+    `backlog` is the listen queue: raise it for servers that take hundreds of
+    connections at once, or the kernel drops the extra SYNs and clients stall
+    for a second before retrying.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        port: int = 0,
+        name: str = "test-server",
+        host: str = "127.0.0.1",
+        backlog: int = 100,
+    ) -> None:
         self.handler = handler
         self.port = port
         self.name = name
+        self.host = host
+        self.backlog = backlog
         self.loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
 
@@ -29,7 +43,9 @@ class ThreadedServer:
             self.loop = asyncio.new_event_loop()
 
             async def main() -> None:
-                self._server = await asyncio.start_server(self.handler, "127.0.0.1", self.port)
+                self._server = await asyncio.start_server(
+                    self.handler, self.host, self.port, backlog=self.backlog
+                )
                 self.port = self._server.sockets[0].getsockname()[1]
                 ready.set()
                 async with self._server:
