@@ -1,0 +1,136 @@
+"""The fake's server: its options, its state for tests to read, and its routes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from tests.support.fake_anthropic.answers import Answer, AnswerBook, error_body, message_body
+from tests.support.fake_anthropic.wire import Request, Response, encode, read_request, request_id
+from tests.support.threaded import ThreadedServer
+
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
+
+Route = Callable[[Request], Awaitable[Response]]
+
+
+class FakeAnthropic:
+    """A fake Messages API over HTTP; `url` is its base URL once started.
+
+    Tests read `requests` (each Messages call: its headers, body, answer and
+    time) and `max_in_flight` (the most calls answered at once).
+    """
+
+    def __init__(self, *, port: int = 0, delay_s: float = 0.0) -> None:
+        self.port = port
+        self.delay_s = delay_s
+        self.requests: list[dict[str, Any]] = []
+        self.max_in_flight = 0
+        self._in_flight = 0
+        self._generation = 0
+        self._answers = AnswerBook()
+        self._lock = threading.Lock()
+        self._runner: ThreadedServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def script(self, *answers: str) -> None:
+        """Queue answers for the next requests, in order."""
+        with self._lock:
+            self._answers.script.extend(answers)
+
+    def reset(self) -> None:
+        """Forget the script, the logs and the counters; the delay goes back to 0."""
+        with self._lock:
+            self._answers.clear()
+            self.requests.clear()
+            self.delay_s = 0.0
+            self.max_in_flight = 0
+            # Requests still running from an earlier test no longer count.
+            self._in_flight = 0
+            self._generation += 1
+
+    def start(self) -> FakeAnthropic:
+        """Serve from a thread; returns self, with `port` set."""
+        self._runner = ThreadedServer(self._serve, self.port, "fake-anthropic")
+        self.port = self._runner.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving."""
+        if self._runner is not None:
+            self._runner.stop()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while (request := await read_request(reader, self._max_body_bytes)) is not None:
+                response = await self._route(request)
+                if response.status:
+                    writer.write(encode(response, self._headers()))
+                    await writer.drain()
+                if response.close:
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        finally:
+            writer.close()
+
+    def _max_body_bytes(self, path: str) -> int:
+        return MAX_REQUEST_BYTES
+
+    def _headers(self) -> dict[str, str]:
+        return {"request-id": request_id()}
+
+    async def _route(self, request: Request) -> Response:
+        if request.body is None:
+            return self._error(413, "request_too_large", "request body too large", close=True)
+        if request.method == "POST" and request.path == "/v1/messages":
+            return await self._create_message(request)
+        return self._error(404, "not_found_error", f"{request.method} {request.path}")
+
+    @staticmethod
+    def _error(
+        status: int, error_type: str, message: str, *, close: bool = False, **headers: str
+    ) -> Response:
+        response = Response.of(status, error_body(error_type, message), headers)
+        response.close = close
+        return response
+
+    async def _create_message(self, request: Request) -> Response:
+        payload = request.json()
+        assert request.body is not None
+        with self._lock:
+            word = self._answers.next(request.body.decode("utf-8", "replace"))
+            self.requests.append({"headers": request.headers, "body": payload, "answer": word,
+                                  "at": time.time()})  # fmt: skip
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            generation = self._generation
+        answer = Answer.parse(word)
+        try:
+            delay = answer.delay_s if answer.delay_s is not None else self.delay_s
+            if delay:
+                await asyncio.sleep(delay)
+            if answer.kind == "drop":
+                return Response.drop()
+            if answer.kind == "error":
+                extra = {"retry-after": answer.retry_after} if answer.retry_after else {}
+                return self._error(answer.status, answer.error_type, answer.error_message, **extra)
+            return Response.of(200, self._message(payload))
+        finally:
+            with self._lock:
+                if generation == self._generation:
+                    self._in_flight -= 1
+
+    @staticmethod
+    def _message(payload: dict[str, Any]) -> dict[str, Any]:
+        text = json.dumps(payload.get("messages", []))
+        usage = {"input_tokens": len(text) // 4 + 10, "output_tokens": 7}
+        model = payload.get("model", "claude")
+        return message_body(model, f"Analysis of {len(text)} characters.", usage, "end_turn")
