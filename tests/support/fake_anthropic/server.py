@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tests.support.fake_anthropic.answers import Answer, AnswerBook, error_body, message_body
+from tests.support.fake_anthropic.tokens import Prompt, PromptError, read_prompt, validate_params
 from tests.support.fake_anthropic.wire import Request, Response, encode, read_request, request_id
 from tests.support.threaded import ThreadedServer
 
@@ -25,9 +25,20 @@ class FakeAnthropic:
     time) and `max_in_flight` (the most calls answered at once).
     """
 
-    def __init__(self, *, port: int = 0, delay_s: float = 0.0) -> None:
+    def __init__(
+        self,
+        *,
+        port: int = 0,
+        delay_s: float = 0.0,
+        answer_model: str | None = None,
+        output_tokens: int = 7,
+    ) -> None:
+        """`answer_model` is the `model` of every answer (default: the one requested);
+        `output_tokens` how much each answer writes (at most the call's `max_tokens`)."""
         self.port = port
         self.delay_s = delay_s
+        self.answer_model = answer_model
+        self.output_tokens = output_tokens
         self.requests: list[dict[str, Any]] = []
         self.max_in_flight = 0
         self._in_flight = 0
@@ -90,8 +101,13 @@ class FakeAnthropic:
     async def _route(self, request: Request) -> Response:
         if request.body is None:
             return self._error(413, "request_too_large", "request body too large", close=True)
-        if request.method == "POST" and request.path == "/v1/messages":
-            return await self._create_message(request)
+        try:
+            if request.method == "POST" and request.path == "/v1/messages":
+                return await self._create_message(request)
+            if request.method == "POST" and request.path == "/v1/messages/count_tokens":
+                return self._count_tokens(request)
+        except (ValueError, PromptError) as exc:  # JSONDecodeError is a ValueError
+            return self._error(400, "invalid_request_error", str(exc))
         return self._error(404, "not_found_error", f"{request.method} {request.path}")
 
     @staticmethod
@@ -102,8 +118,15 @@ class FakeAnthropic:
         response.close = close
         return response
 
+    def _count_tokens(self, request: Request) -> Response:
+        payload = request.json()
+        validate_params(payload, creating=False)
+        return Response.of(200, {"input_tokens": read_prompt(payload).tokens})
+
     async def _create_message(self, request: Request) -> Response:
         payload = request.json()
+        validate_params(payload)
+        prompt = read_prompt(payload)
         assert request.body is not None
         with self._lock:
             word = self._answers.next(request.body.decode("utf-8", "replace"))
@@ -122,15 +145,15 @@ class FakeAnthropic:
             if answer.kind == "error":
                 extra = {"retry-after": answer.retry_after} if answer.retry_after else {}
                 return self._error(answer.status, answer.error_type, answer.error_message, **extra)
-            return Response.of(200, self._message(payload))
+            return Response.of(200, self._message(payload, prompt))
         finally:
             with self._lock:
                 if generation == self._generation:
                     self._in_flight -= 1
 
-    @staticmethod
-    def _message(payload: dict[str, Any]) -> dict[str, Any]:
-        text = json.dumps(payload.get("messages", []))
-        usage = {"input_tokens": len(text) // 4 + 10, "output_tokens": 7}
-        model = payload.get("model", "claude")
-        return message_body(model, f"Analysis of {len(text)} characters.", usage, "end_turn")
+    def _message(self, payload: dict[str, Any], prompt: Prompt) -> dict[str, Any]:
+        written = min(self.output_tokens, payload["max_tokens"])
+        usage = {"input_tokens": prompt.tokens, "output_tokens": written}
+        stop = "end_turn" if written < payload["max_tokens"] else "max_tokens"
+        model = self.answer_model or payload["model"]
+        return message_body(model, f"Analysis of {prompt.chars} characters.", usage, stop)
