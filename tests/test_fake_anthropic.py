@@ -7,15 +7,21 @@ these tests hold it to the real API's wire shapes: rate-limit headers and
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
 
 import anthropic
+import httpx2
 import pytest
 from anthropic import AsyncAnthropic
 
+from tests.conftest import eventually
 from tests.support.fake_anthropic import FakeAnthropic
 
 MODEL = "claude-test-1"
+BUCKETS = ("requests", "input-tokens", "output-tokens", "tokens")
 
 
 @pytest.fixture
@@ -33,6 +39,23 @@ async def client(fake: FakeAnthropic) -> AsyncIterator[AsyncAnthropic]:
 
 def user(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
+
+
+async def call(client: AsyncAnthropic, text: str = "hi", max_tokens: int = 10) -> httpx2.Response:
+    """One Messages call; its HTTP response, whatever its status."""
+    try:
+        raw = await client.messages.with_raw_response.create(
+            model=MODEL, max_tokens=max_tokens, messages=user(text)
+        )
+    except anthropic.APIStatusError as exc:
+        return exc.response
+    return raw.http_response
+
+
+def reset_at(headers: httpx2.Headers, bucket: str) -> datetime:
+    value = headers[f"anthropic-ratelimit-{bucket}-reset"]
+    assert value.endswith("Z"), value
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def document(text: str, title: str = "doc") -> dict:
@@ -67,3 +90,86 @@ async def test_a_request_without_max_tokens_is_refused_as_the_api_does(client, f
         )
     assert raised.value.status_code == 400
     assert raised.value.body["error"]["type"] == "invalid_request_error"
+
+
+async def test_every_answer_carries_rate_limit_headers_and_a_request_id(client, fake):
+    fake.limit(requests_per_minute=60, output_tokens_per_minute=1000)
+    fake.script("529", "500", "429:3")
+    answers = [await call(client) for _ in range(4)]
+    bad = await client.messages.with_raw_response.count_tokens(model=MODEL, messages=user("x"))
+    answers.append(bad.http_response)
+    assert [a.status_code for a in answers] == [529, 500, 429, 200, 200]
+    for answer in answers:
+        assert answer.headers["request-id"].startswith("req_")
+        for bucket in BUCKETS:
+            assert int(answer.headers[f"anthropic-ratelimit-{bucket}-limit"]) > 0
+            assert int(answer.headers[f"anthropic-ratelimit-{bucket}-remaining"]) >= 0
+            assert reset_at(answer.headers, bucket).tzinfo == UTC
+    ok = answers[3].headers
+    assert ok["anthropic-ratelimit-requests-limit"] == "60"
+    # The errors consumed nothing: one request of 60 is gone.
+    assert ok["anthropic-ratelimit-requests-remaining"] == "59"
+    assert ok["anthropic-ratelimit-output-tokens-limit"] == "1000"
+    # Output is the more restrictive of the two token limits (input is unlimited).
+    assert ok["anthropic-ratelimit-tokens-limit"] == "1000"
+    assert ok["anthropic-ratelimit-input-tokens-limit"] == "1000000000"
+    assert answers[2].headers["retry-after"] == "3"
+
+
+async def test_unlimited_by_default_with_the_headers_still_sent(client):
+    headers = (await call(client)).headers
+    assert int(headers["anthropic-ratelimit-requests-remaining"]) >= 1_000_000 - 1
+    # A full bucket resets now (to the second, rounded up).
+    assert reset_at(headers, "requests") <= datetime.now(UTC) + timedelta(seconds=1)
+
+
+async def test_a_burst_is_refused_with_retry_after_then_admitted_once_it_passes(client, fake):
+    fake.limit(requests_per_minute=60, burst_requests=2)
+    assert [(await call(client)).status_code for _ in range(2)] == [200, 200]
+    refused = await call(client)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["type"] == "rate_limit_error"
+    assert refused.headers["anthropic-ratelimit-requests-remaining"] == "0"
+    retry_after = int(refused.headers["retry-after"])
+    assert retry_after == 1  # one request refills in a second at 60 a minute
+    assert (reset_at(refused.headers, "requests") - datetime.now(UTC)).total_seconds() <= 3
+    await asyncio.sleep(retry_after)  # what a well-behaved client does
+    assert (await call(client)).status_code == 200
+    assert (fake.answered_ok, fake.answered_429, len(fake.admitted_at)) == (3, 1, 3)
+    assert [q["limited"] for q in fake.requests] == [False, False, True, False]
+
+
+async def test_the_rate_achieved_stays_within_the_bucket(client, fake):
+    fake.limit(requests_per_minute=1200, burst_requests=5)  # 20 a second
+    started = time.monotonic()
+    results = await asyncio.gather(*(call(client) for _ in range(40)))
+    assert sum(r.status_code == 200 for r in results) <= 5 + 20 * (time.monotonic() - started)
+    # A client retrying eagerly for a second and a half gets about the refill rate.
+    while time.monotonic() - started < 1.5:
+        await call(client)
+        await asyncio.sleep(0.01)
+    elapsed = time.monotonic() - started
+    assert fake.answered_429 > 0
+    assert 5 + 20 * elapsed * 0.5 <= len(fake.admitted_at) <= 5 + 20 * elapsed + 1
+    span = fake.admitted_at[-1] - fake.admitted_at[0]
+    assert len(fake.admitted_at) <= 5 + 20 * span + 1
+
+
+async def test_output_tokens_are_charged_from_max_tokens_then_corrected(client, fake):
+    fake.limit(output_tokens_per_minute=1000)
+    fake.script("slow:1")
+    first = asyncio.create_task(call(client, max_tokens=900))
+    await eventually(lambda: _logged(fake, 1))
+    # While the first call runs, its whole max_tokens is held.
+    second = await call(client, max_tokens=900)
+    assert second.status_code == 429
+    assert 45 <= int(second.headers["retry-after"]) <= 49  # 800 tokens at 1000 a minute
+    first = await first
+    assert first.status_code == 200 and first.json()["usage"]["output_tokens"] == 7
+    # Once it answered, the 893 tokens it did not write were given back.
+    assert int(first.headers["anthropic-ratelimit-output-tokens-remaining"]) >= 990
+    assert (await call(client, max_tokens=900)).status_code == 200
+
+
+async def _logged(fake: FakeAnthropic, n: int) -> bool:
+    return len(fake.requests) >= n

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tests.support.fake_anthropic.answers import Answer, AnswerBook, error_body, message_body
+from tests.support.fake_anthropic.limits import RateLimiter, RateLimits
 from tests.support.fake_anthropic.tokens import Prompt, PromptError, read_prompt, validate_params
 from tests.support.fake_anthropic.wire import Request, Response, encode, read_request, request_id
 from tests.support.threaded import ThreadedServer
@@ -22,7 +23,10 @@ class FakeAnthropic:
     """A fake Messages API over HTTP; `url` is its base URL once started.
 
     Tests read `requests` (each Messages call: its headers, body, answer and
-    time) and `max_in_flight` (the most calls answered at once).
+    time), `max_in_flight` (the most calls answered at once), `answered_ok` and
+    `answered_429` (Messages calls answered 200 and 429, scripted or limited)
+    and `admitted_at` (the wall-clock time of each call the rate limits let
+    through, to compare the rate achieved with the limit).
     """
 
     def __init__(
@@ -32,15 +36,22 @@ class FakeAnthropic:
         delay_s: float = 0.0,
         answer_model: str | None = None,
         output_tokens: int = 7,
+        limits: RateLimits | None = None,
     ) -> None:
         """`answer_model` is the `model` of every answer (default: the one requested);
-        `output_tokens` how much each answer writes (at most the call's `max_tokens`)."""
+        `output_tokens` how much each answer writes (at most the call's `max_tokens`);
+        `limits` the rate limits (default: none, though the headers are always sent)."""
         self.port = port
         self.delay_s = delay_s
         self.answer_model = answer_model
         self.output_tokens = output_tokens
         self.requests: list[dict[str, Any]] = []
         self.max_in_flight = 0
+        self.answered_ok = 0
+        self.answered_429 = 0
+        self.admitted_at: list[float] = []
+        self._initial = {"delay_s": delay_s, "limits": limits or RateLimits()}
+        self._limiter = RateLimiter(self._initial["limits"])
         self._in_flight = 0
         self._generation = 0
         self._answers = AnswerBook()
@@ -56,12 +67,39 @@ class FakeAnthropic:
         with self._lock:
             self._answers.script.extend(answers)
 
+    def limit(
+        self,
+        *,
+        requests_per_minute: int | None = None,
+        input_tokens_per_minute: int | None = None,
+        output_tokens_per_minute: int | None = None,
+        burst_requests: int | None = None,
+        burst_input_tokens: int | None = None,
+        burst_output_tokens: int | None = None,
+    ) -> None:
+        """Replace the rate limits (None: unlimited; a burst defaults to a minute's
+        worth); the buckets start full."""
+        limits = RateLimits(
+            requests_per_minute,
+            input_tokens_per_minute,
+            output_tokens_per_minute,
+            burst_requests,
+            burst_input_tokens,
+            burst_output_tokens,
+        )
+        with self._lock:
+            self._limiter = RateLimiter(limits)
+
     def reset(self) -> None:
-        """Forget the script, the logs and the counters; the delay goes back to 0."""
+        """Forget the script, the logs and the counters; the delay and the rate limits
+        go back to those given at construction, with full buckets."""
         with self._lock:
             self._answers.clear()
             self.requests.clear()
-            self.delay_s = 0.0
+            self.delay_s = self._initial["delay_s"]
+            self._limiter = RateLimiter(self._initial["limits"])
+            self.answered_ok = self.answered_429 = 0
+            self.admitted_at.clear()
             self.max_in_flight = 0
             # Requests still running from an earlier test no longer count.
             self._in_flight = 0
@@ -96,7 +134,10 @@ class FakeAnthropic:
         return MAX_REQUEST_BYTES
 
     def _headers(self) -> dict[str, str]:
-        return {"request-id": request_id()}
+        now = time.monotonic()
+        with self._lock:
+            limits = self._limiter.headers(now)
+        return {"request-id": request_id(), **limits}
 
     async def _route(self, request: Request) -> Response:
         if request.body is None:
@@ -127,15 +168,10 @@ class FakeAnthropic:
         payload = request.json()
         validate_params(payload)
         prompt = read_prompt(payload)
-        assert request.body is not None
-        with self._lock:
-            word = self._answers.next(request.body.decode("utf-8", "replace"))
-            self.requests.append({"headers": request.headers, "body": payload, "answer": word,
-                                  "at": time.time()})  # fmt: skip
-            self._in_flight += 1
-            self.max_in_flight = max(self.max_in_flight, self._in_flight)
-            generation = self._generation
-        answer = Answer.parse(word)
+        admitted = self._admit(request, payload, prompt)
+        if isinstance(admitted, Response):
+            return admitted
+        answer, limiter, generation = admitted
         try:
             delay = answer.delay_s if answer.delay_s is not None else self.delay_s
             if delay:
@@ -144,12 +180,50 @@ class FakeAnthropic:
                 return Response.drop()
             if answer.kind == "error":
                 extra = {"retry-after": answer.retry_after} if answer.retry_after else {}
+                with self._lock:
+                    if generation == self._generation:
+                        self.answered_429 += answer.status == 429
                 return self._error(answer.status, answer.error_type, answer.error_message, **extra)
-            return Response.of(200, self._message(payload, prompt))
+            message = self._message(payload, prompt)
+            with self._lock:
+                written = message["usage"]["output_tokens"]
+                limiter.settle_output(payload["max_tokens"], written, time.monotonic())
+                if generation == self._generation:
+                    self.answered_ok += 1
+            return Response.of(200, message)
         finally:
             with self._lock:
                 if generation == self._generation:
                     self._in_flight -= 1
+
+    def _admit(
+        self, request: Request, payload: dict[str, Any], prompt: Prompt
+    ) -> Response | tuple[Answer, RateLimiter, int]:
+        """Log the call and choose its answer, or refuse it when the rate limits cannot
+        cover it. The limits come first: a refused call consumes no scripted answer,
+        and an error answer consumes no budget."""
+        assert request.body is not None
+        max_tokens = payload["max_tokens"]
+        with self._lock:
+            limiter = self._limiter  # `limit()` may replace it while this call runs
+            refusal = limiter.check(prompt.tokens, max_tokens, time.monotonic())
+            if refusal is None:
+                word = self._answers.next(request.body.decode("utf-8", "replace"))
+            else:
+                word = f"429:{refusal.retry_after_s}"
+            logged = {"headers": request.headers, "body": payload, "answer": word}
+            self.requests.append({**logged, "at": time.time(), "limited": refusal is not None})
+            if refusal is not None:
+                self.answered_429 += 1
+                retry_after = {"retry-after": str(refusal.retry_after_s)}
+                return self._error(429, "rate_limit_error", refusal.message, **retry_after)
+            answer = Answer.parse(word)
+            if answer.kind not in ("error", "drop"):
+                limiter.charge(prompt.tokens, max_tokens)
+                self.admitted_at.append(time.time())
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
+            return answer, limiter, self._generation
 
     def _message(self, payload: dict[str, Any], prompt: Prompt) -> dict[str, Any]:
         written = min(self.output_tokens, payload["max_tokens"])
