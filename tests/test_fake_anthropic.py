@@ -19,6 +19,8 @@ from anthropic import AsyncAnthropic
 
 from tests.conftest import eventually
 from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.fake_anthropic.cache import PromptCache
+from tests.support.fake_anthropic.tokens import PromptError, read_prompt
 
 MODEL = "claude-test-1"
 BUCKETS = ("requests", "input-tokens", "output-tokens", "tokens")
@@ -173,3 +175,99 @@ async def test_output_tokens_are_charged_from_max_tokens_then_corrected(client, 
 
 async def _logged(fake: FakeAnthropic, n: int) -> bool:
     return len(fake.requests) >= n
+
+
+def cached_system(tokens: int, ttl: str | None = None) -> list[dict]:
+    control = {"type": "ephemeral", **({"ttl": ttl} if ttl else {})}
+    return [{"type": "text", "text": "s" * (4 * tokens), "cache_control": control}]
+
+
+async def test_a_cached_prefix_is_written_once_then_read(client):
+    system = cached_system(1100)
+    first = await client.messages.create(
+        model=MODEL, max_tokens=10, system=system, messages=user("hi")
+    )
+    assert first.usage.cache_creation_input_tokens == 1100
+    assert first.usage.cache_read_input_tokens == 0
+    assert first.usage.cache_creation.ephemeral_5m_input_tokens == 1100
+    assert first.usage.input_tokens == 1  # only what follows the cached prefix
+    second = await client.messages.create(
+        model=MODEL, max_tokens=10, system=system, messages=user("other question")
+    )
+    assert second.usage.cache_read_input_tokens == 1100
+    assert second.usage.cache_creation_input_tokens == 0
+    assert second.usage.input_tokens == 4
+    # The cache is per model.
+    other = await client.messages.create(
+        model="claude-other", max_tokens=10, system=system, messages=user("hi")
+    )
+    assert other.usage.cache_creation_input_tokens == 1100
+
+
+async def test_the_longest_cached_prefix_is_read_and_the_rest_written(client):
+    def prompt(doc: str) -> dict:
+        content = [{**document(doc), "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
+        return {"system": cached_system(1100), "messages": [{"role": "user", "content": content}]}
+
+    first = await client.messages.create(model=MODEL, max_tokens=10, **prompt("a" * 4800))
+    assert first.usage.cache_creation_input_tokens == 1100 + 1201  # the title is 3 characters
+    assert first.usage.cache_creation.ephemeral_1h_input_tokens == 1201
+    second = await client.messages.create(model=MODEL, max_tokens=10, **prompt("b" * 4800))
+    assert second.usage.cache_read_input_tokens == 1100
+    assert second.usage.cache_creation_input_tokens == 1201
+    third = await client.messages.create(model=MODEL, max_tokens=10, **prompt("b" * 4800))
+    assert third.usage.cache_read_input_tokens == 2301
+    assert (third.usage.cache_creation_input_tokens, third.usage.input_tokens) == (0, 0)
+
+
+async def test_a_prefix_below_the_minimum_is_not_cached(client, fake):
+    system = cached_system(1000)
+    for _ in range(2):
+        message = await client.messages.create(
+            model=MODEL, max_tokens=10, system=system, messages=user("hi")
+        )
+        assert message.usage.cache_creation_input_tokens == 0
+        assert message.usage.cache_read_input_tokens == 0
+        assert message.usage.input_tokens == 1001
+    fake.min_cache_tokens = 500
+    message = await client.messages.create(
+        model=MODEL, max_tokens=10, system=system, messages=user("hi")
+    )
+    assert message.usage.cache_creation_input_tokens == 1000
+
+
+async def test_the_cache_fields_are_always_in_usage(client):
+    raw = await client.messages.with_raw_response.create(
+        model=MODEL, max_tokens=10, messages=user("no caching here")
+    )
+    usage = raw.http_response.json()["usage"]
+    assert usage["cache_creation_input_tokens"] == 0 and usage["cache_read_input_tokens"] == 0
+
+
+async def test_cached_reads_do_not_count_against_the_input_token_limit(client, fake):
+    fake.limit(input_tokens_per_minute=3000)
+    system = cached_system(2000)
+    for _ in range(5):  # the write counts (2001 tokens), the reads do not (1 each)
+        await client.messages.create(model=MODEL, max_tokens=10, system=system, messages=user("hi"))
+    with pytest.raises(anthropic.RateLimitError):
+        await client.messages.create(
+            model=MODEL, max_tokens=10, system=system[0]["text"], messages=user("hi")
+        )
+
+
+def test_a_cache_entry_lives_its_ttl_from_its_last_hit():
+    prompt = read_prompt({"model": MODEL, "system": cached_system(1100), "messages": user("q")})
+    cache = PromptCache()
+    cache.commit(cache.look_up(prompt, now=0.0), now=0.0)
+    use = cache.look_up(prompt, now=299.0)
+    assert use.read == 1100
+    cache.commit(use, now=299.0)  # refreshed: five minutes from now
+    assert cache.look_up(prompt, now=598.0).read == 1100
+    assert cache.look_up(prompt, now=600.0).read == 0
+    assert cache.look_up(prompt, now=600.0).written == 1100
+
+
+def test_more_than_four_breakpoints_are_refused():
+    system = cached_system(1) * 5
+    with pytest.raises(PromptError, match="maximum of 4"):
+        read_prompt({"model": MODEL, "system": system, "messages": user("q")})

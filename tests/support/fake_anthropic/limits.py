@@ -144,8 +144,8 @@ class RateLimiter:
         input and output (the one with the less left)."""
         wall = time.time() if wall is None else wall
         reports = {b.name: b.report() for b in self._refill(now)}
-        reports["tokens"] = min(reports["input-tokens"], reports["output-tokens"],
-                                key=lambda r: (r[1], -r[2]))  # fmt: skip
+        token_reports = (reports["input-tokens"], reports["output-tokens"])
+        reports["tokens"] = min(token_reports, key=lambda r: (r[1], -r[2]))
         headers = {}
         for name, (limit, remaining, full_in_s) in reports.items():
             headers[f"anthropic-ratelimit-{name}-limit"] = str(limit)

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tests.support.fake_anthropic.answers import Answer, AnswerBook, error_body, message_body
+from tests.support.fake_anthropic.cache import MIN_CACHE_TOKENS, CacheUse, PromptCache
 from tests.support.fake_anthropic.limits import RateLimiter, RateLimits
 from tests.support.fake_anthropic.tokens import Prompt, PromptError, read_prompt, validate_params
 from tests.support.fake_anthropic.wire import Request, Response, encode, read_request, request_id
@@ -37,10 +38,12 @@ class FakeAnthropic:
         answer_model: str | None = None,
         output_tokens: int = 7,
         limits: RateLimits | None = None,
+        min_cache_tokens: int = MIN_CACHE_TOKENS,
     ) -> None:
         """`answer_model` is the `model` of every answer (default: the one requested);
         `output_tokens` how much each answer writes (at most the call's `max_tokens`);
-        `limits` the rate limits (default: none, though the headers are always sent)."""
+        `limits` the rate limits (default: none, though the headers are always sent);
+        `min_cache_tokens` the shortest prefix prompt caching keeps."""
         self.port = port
         self.delay_s = delay_s
         self.answer_model = answer_model
@@ -50,8 +53,9 @@ class FakeAnthropic:
         self.answered_ok = 0
         self.answered_429 = 0
         self.admitted_at: list[float] = []
-        self._initial = {"delay_s": delay_s, "limits": limits or RateLimits()}
-        self._limiter = RateLimiter(self._initial["limits"])
+        self._defaults = (delay_s, limits or RateLimits(), min_cache_tokens)
+        self._limiter = RateLimiter(self._defaults[1])
+        self._cache = PromptCache(min_cache_tokens)
         self._in_flight = 0
         self._generation = 0
         self._answers = AnswerBook()
@@ -61,6 +65,15 @@ class FakeAnthropic:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def min_cache_tokens(self) -> int:
+        """The shortest prefix prompt caching keeps (1024 tokens, as on most models)."""
+        return self._cache.min_tokens
+
+    @min_cache_tokens.setter
+    def min_cache_tokens(self, tokens: int) -> None:
+        self._cache.min_tokens = tokens
 
     def script(self, *answers: str) -> None:
         """Queue answers for the next requests, in order."""
@@ -96,8 +109,9 @@ class FakeAnthropic:
         with self._lock:
             self._answers.clear()
             self.requests.clear()
-            self.delay_s = self._initial["delay_s"]
-            self._limiter = RateLimiter(self._initial["limits"])
+            self.delay_s, limits, min_cache_tokens = self._defaults
+            self._limiter = RateLimiter(limits)
+            self._cache = PromptCache(min_cache_tokens)
             self.answered_ok = self.answered_429 = 0
             self.admitted_at.clear()
             self.max_in_flight = 0
@@ -171,7 +185,7 @@ class FakeAnthropic:
         admitted = self._admit(request, payload, prompt)
         if isinstance(admitted, Response):
             return admitted
-        answer, limiter, generation = admitted
+        answer, use, limiter, generation = admitted
         try:
             delay = answer.delay_s if answer.delay_s is not None else self.delay_s
             if delay:
@@ -184,7 +198,7 @@ class FakeAnthropic:
                     if generation == self._generation:
                         self.answered_429 += answer.status == 429
                 return self._error(answer.status, answer.error_type, answer.error_message, **extra)
-            message = self._message(payload, prompt)
+            message = self._message(payload, prompt, use)
             with self._lock:
                 written = message["usage"]["output_tokens"]
                 limiter.settle_output(payload["max_tokens"], written, time.monotonic())
@@ -198,15 +212,18 @@ class FakeAnthropic:
 
     def _admit(
         self, request: Request, payload: dict[str, Any], prompt: Prompt
-    ) -> Response | tuple[Answer, RateLimiter, int]:
+    ) -> Response | tuple[Answer, CacheUse, RateLimiter, int]:
         """Log the call and choose its answer, or refuse it when the rate limits cannot
         cover it. The limits come first: a refused call consumes no scripted answer,
         and an error answer consumes no budget."""
         assert request.body is not None
         max_tokens = payload["max_tokens"]
+        now = time.monotonic()
         with self._lock:
             limiter = self._limiter  # `limit()` may replace it while this call runs
-            refusal = limiter.check(prompt.tokens, max_tokens, time.monotonic())
+            use = self._cache.look_up(prompt, now)
+            input_tokens = prompt.tokens - use.read
+            refusal = limiter.check(input_tokens, max_tokens, now)
             if refusal is None:
                 word = self._answers.next(request.body.decode("utf-8", "replace"))
             else:
@@ -218,16 +235,19 @@ class FakeAnthropic:
                 retry_after = {"retry-after": str(refusal.retry_after_s)}
                 return self._error(429, "rate_limit_error", refusal.message, **retry_after)
             answer = Answer.parse(word)
-            if answer.kind not in ("error", "drop"):
-                limiter.charge(prompt.tokens, max_tokens)
+            if answer.kind in ("error", "drop"):
+                use = CacheUse()
+            else:
+                limiter.charge(input_tokens, max_tokens)
+                self._cache.commit(use, now)
                 self.admitted_at.append(time.time())
             self._in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
-            return answer, limiter, self._generation
+            return answer, use, limiter, self._generation
 
-    def _message(self, payload: dict[str, Any], prompt: Prompt) -> dict[str, Any]:
+    def _message(self, payload: dict[str, Any], prompt: Prompt, use: CacheUse) -> dict[str, Any]:
         written = min(self.output_tokens, payload["max_tokens"])
-        usage = {"input_tokens": prompt.tokens, "output_tokens": written}
+        usage = use.usage(prompt, written, "standard")
         stop = "end_turn" if written < payload["max_tokens"] else "max_tokens"
         model = self.answer_model or payload["model"]
         return message_body(model, f"Analysis of {prompt.chars} characters.", usage, stop)

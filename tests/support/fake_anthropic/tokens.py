@@ -3,17 +3,22 @@
 A prompt is read as the API caches it: tool definitions, then the system
 prompt, then each message's content blocks, in that order. Each block is
 counted on its own (rounded up), so the tokens of a prefix are the sum of its
-blocks' tokens, which is what prompt caching needs.
+blocks' tokens, which is what prompt caching needs: a block with
+`cache_control` ends a prefix that can be cached, keyed by the model and a
+hash of every block up to it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
 CHARS_PER_TOKEN = 4
+MAX_BREAKPOINTS = 4
+TTLS_S = {"5m": 300.0, "1h": 3600.0}
 
 
 class PromptError(ValueError):
@@ -21,11 +26,22 @@ class PromptError(ValueError):
 
 
 @dataclass(frozen=True)
+class Breakpoint:
+    """A cacheable prefix: its key, its tokens and how long a cache entry of it lives."""
+
+    key: bytes
+    tokens: int
+    ttl_s: float
+
+
+@dataclass(frozen=True)
 class Prompt:
-    """What a request costs: its input tokens and the characters they came from."""
+    """What a request costs: its input tokens, the characters they came from, and its
+    cache breakpoints in prefix order."""
 
     tokens: int
     chars: int
+    breakpoints: tuple[Breakpoint, ...] = ()
 
 
 def validate_params(payload: Any, *, creating: bool = True) -> None:
@@ -92,6 +108,45 @@ def tokens_in(text: str) -> int:
 
 
 def read_prompt(payload: dict[str, Any]) -> Prompt:
-    """The input tokens of a Messages request (what `count_tokens` answers)."""
-    texts = [block_text(block) for _, block in blocks_of(payload)]
-    return Prompt(sum(tokens_in(t) for t in texts), sum(len(t) for t in texts))
+    """The input tokens of a Messages request (what `count_tokens` answers) and where
+    its `cache_control` blocks end cacheable prefixes."""
+    blocks = blocks_of(payload)
+    texts = [block_text(block) for _, block in blocks]
+    marked = [n for n, (_, block) in enumerate(blocks) if _cache_control(block) is not None]
+    if len(marked) > MAX_BREAKPOINTS:
+        raise PromptError(
+            f"A maximum of {MAX_BREAKPOINTS} blocks with cache_control may be provided. "
+            f"Found {len(marked)}."
+        )
+    breakpoints = []
+    if marked:
+        prefix = hashlib.sha256(str(payload.get("model")).encode())
+        tokens = 0
+        for n, (section, block) in enumerate(blocks[: marked[-1] + 1]):
+            prefix.update(section.encode() + b"\0" + _canonical(block) + b"\0")
+            tokens += tokens_in(texts[n])
+            if n in marked:
+                breakpoints.append(Breakpoint(prefix.digest(), tokens, _ttl_s(blocks[n][1])))
+    return Prompt(sum(tokens_in(t) for t in texts), sum(len(t) for t in texts), tuple(breakpoints))
+
+
+def _cache_control(block: Any) -> dict[str, Any] | None:
+    return block.get("cache_control") if isinstance(block, dict) else None
+
+
+def _ttl_s(block: dict[str, Any]) -> float:
+    control = block["cache_control"]
+    if not isinstance(control, dict) or control.get("type") != "ephemeral":
+        raise PromptError("cache_control.type: Input should be 'ephemeral'")
+    ttl = control.get("ttl", "5m")
+    if ttl not in TTLS_S:
+        raise PromptError(f"cache_control.ttl: Input should be '5m' or '1h', not {ttl!r}")
+    return TTLS_S[ttl]
+
+
+def _canonical(block: Any) -> bytes:
+    """A block as the cache sees it: its `cache_control` marks a prefix, it is not part
+    of it."""
+    if isinstance(block, dict) and "cache_control" in block:
+        block = {k: v for k, v in block.items() if k != "cache_control"}
+    return json.dumps(block, sort_keys=True, separators=(",", ":")).encode()

@@ -6,14 +6,19 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from ulid import ULID
 
-REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
-           404: "Not Found", 409: "Conflict", 413: "Payload Too Large",
-           429: "Too Many Requests", 500: "Internal Server Error", 529: "Overloaded"}  # fmt: skip
+
+def reason(status: int) -> str:
+    """The reason phrase of a status line; 529 is Anthropic's own."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Overloaded"
 
 
 @dataclass
@@ -80,7 +85,7 @@ async def read_request(
 def encode(response: Response, headers: dict[str, str]) -> bytes:
     """The bytes of `response`, with `headers` (rate limits, request id) added."""
     head = [
-        f"HTTP/1.1 {response.status} {REASONS.get(response.status, 'Error')}",
+        f"HTTP/1.1 {response.status} {reason(response.status)}",
         f"content-type: {response.content_type}",
         f"content-length: {len(response.body)}",
         *(f"{k}: {v}" for k, v in {**headers, **response.headers}.items()),
