@@ -53,6 +53,13 @@ class ThreadedServer:
 
             with contextlib.suppress(asyncio.CancelledError):
                 self.loop.run_until_complete(main())
+            # Stopped: end what still runs (open connections, background work), or it
+            # is destroyed pending when the process exits.
+            leftover = asyncio.all_tasks(self.loop)
+            for task in leftover:
+                task.cancel()
+            if leftover:
+                self.loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
 
         threading.Thread(target=serve, daemon=True, name=self.name).start()
         if not ready.wait(10):
@@ -60,5 +67,6 @@ class ThreadedServer:
         return self.port
 
     def stop(self) -> None:
+        """Stop serving; tasks still running on the server's loop are cancelled."""
         if self.loop and self._server:
             self.loop.call_soon_threadsafe(self._server.close)
