@@ -11,11 +11,13 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import anthropic
 import httpx2
 import pytest
 from anthropic import AsyncAnthropic
+from anthropic.types.messages import MessageBatch
 
 from tests.conftest import eventually
 from tests.support.fake_anthropic import FakeAnthropic
@@ -271,3 +273,171 @@ def test_more_than_four_breakpoints_are_refused():
     system = cached_system(1) * 5
     with pytest.raises(PromptError, match="maximum of 4"):
         read_prompt({"model": MODEL, "system": system, "messages": user("q")})
+
+
+def entry(custom_id: str, text: str = "hi") -> dict:
+    return {
+        "custom_id": custom_id,
+        "params": {"model": MODEL, "max_tokens": 10, "messages": user(text)},
+    }
+
+
+def counts(**nonzero: int) -> dict[str, int]:
+    return {
+        **dict.fromkeys(("processing", "succeeded", "errored", "canceled", "expired"), 0),
+        **nonzero,
+    }
+
+
+async def ended(client: AsyncAnthropic, batch_id: str, timeout: float = 20) -> MessageBatch:
+    async def check() -> MessageBatch | None:
+        batch = await client.messages.batches.retrieve(batch_id)
+        return batch if batch.processing_status == "ended" else None
+
+    return await eventually(check, timeout=timeout)
+
+
+async def results_of(client: AsyncAnthropic, batch_id: str) -> dict[str, Any]:
+    return {r.custom_id: r.result async for r in await client.messages.batches.results(batch_id)}
+
+
+async def test_a_batch_runs_in_progress_then_ends_with_its_results(client, fake):
+    fake.batch_latency_s = 0.5
+    started = time.monotonic()
+    batch = await client.messages.batches.create(requests=[entry(f"doc-{n}") for n in range(5)])
+    assert batch.id.startswith("msgbatch_") and batch.type == "message_batch"
+    assert batch.processing_status == "in_progress" and batch.results_url is None
+    assert batch.request_counts.processing == 5 and batch.request_counts.succeeded == 0
+    assert batch.expires_at - batch.created_at == timedelta(hours=24)
+    with pytest.raises(anthropic.AnthropicError, match="results_url"):
+        await client.messages.batches.results(batch.id)
+
+    done = await ended(client, batch.id)
+    assert time.monotonic() - started >= 0.5
+    assert done.request_counts.model_dump() == counts(succeeded=5)
+    assert done.ended_at is not None and done.ended_at >= done.created_at
+    assert done.results_url == f"{fake.url}/v1/messages/batches/{batch.id}/results"
+    results = await results_of(client, batch.id)
+    assert sorted(results) == [f"doc-{n}" for n in range(5)]
+    message = results["doc-0"].message
+    assert message.type == "message" and message.content[0].text.startswith("Analysis of")
+    assert message.usage.service_tier == "batch" and message.usage.output_tokens == 7
+    assert [e["op"] for e in fake.batch_log] == ["create", "results"]
+    # Single calls were not counted.
+    assert fake.requests == [] and fake.answered_ok == 0
+
+
+async def test_errored_and_expired_entries_come_back_as_the_api_nests_them(client, fake):
+    fake.batch_latency_s = 0
+    requests = [
+        entry("ok"),
+        entry("server", "fake-answers[k1]=500,ok"),
+        entry("overloaded", "fake-answers[k2]=529"),
+        entry("bad", "fake-answers[k3]=400"),
+        entry("late", "fake-answers[k4]=expired"),
+        {"custom_id": "invalid", "params": {"model": MODEL, "messages": user("no max_tokens")}},
+    ]
+    batch = await client.messages.batches.create(requests=requests)
+    done = await ended(client, batch.id)
+    assert done.request_counts.model_dump() == counts(succeeded=1, errored=4, expired=1)
+    results = await results_of(client, batch.id)
+    assert results["ok"].type == "succeeded" and results["late"].type == "expired"
+    errors = {k: r.error for k, r in results.items() if r.type == "errored"}
+    assert all(e.type == "error" and e.error.message for e in errors.values())
+    assert {k: e.error.type for k, e in errors.items()} == {
+        "server": "api_error",
+        "overloaded": "overloaded_error",
+        "bad": "invalid_request_error",
+        "invalid": "invalid_request_error",
+    }
+    # Resubmitted, the transient one gets its directive's next answer.
+    again = await client.messages.batches.create(requests=[requests[1]])
+    await ended(client, again.id)
+    assert (await results_of(client, again.id))["server"].type == "succeeded"
+    submitted = [s["custom_id"] for s in fake.batch_submissions()]
+    assert submitted == [r["custom_id"] for r in requests] + ["server"]
+
+
+async def test_a_canceled_batch_ends_with_its_unprocessed_entries_canceled(client, fake):
+    fake.batch_latency_s = 60
+    batch = await client.messages.batches.create(requests=[entry(f"d{n}") for n in range(4)])
+    canceling = await client.messages.batches.cancel(batch.id)
+    assert canceling.processing_status == "canceling"
+    assert canceling.cancel_initiated_at is not None
+    done = await ended(client, batch.id)
+    assert done.request_counts.canceled == 4 and done.request_counts.processing == 0
+    assert {r.type for r in (await results_of(client, batch.id)).values()} == {"canceled"}
+    assert [e["op"] for e in fake.batch_log] == ["create", "cancel", "results"]
+
+
+async def test_a_cancel_keeps_what_was_already_processed(client, fake):
+    fake.batch_latency_s = 4.0
+    batch = await client.messages.batches.create(requests=[entry("first"), entry("second")])
+    # "first" falls due after half the latency, "second" at its end.
+    await eventually(lambda: _processed(fake, batch.id, 1))
+    await client.messages.batches.cancel(batch.id)
+    done = await ended(client, batch.id)
+    results = await results_of(client, batch.id)
+    assert results["first"].type == "succeeded" and results["second"].type == "canceled"
+    assert done.request_counts.succeeded == 1 and done.request_counts.canceled == 1
+
+
+async def _processed(fake: FakeAnthropic, batch_id: str, n: int) -> bool:
+    return fake.batch_progress(batch_id)[0] >= n
+
+
+async def test_batches_are_listed_newest_first_in_pages(client, fake):
+    ids = [(await client.messages.batches.create(requests=[entry("x")])).id for _ in range(5)]
+    newest_first = ids[::-1]
+    first = await client.messages.batches.list(limit=2)
+    assert [b.id for b in first.data] == newest_first[:2] and first.has_more
+    assert (first.first_id, first.last_id) == (newest_first[0], newest_first[1])
+    assert [b.id async for b in await client.messages.batches.list(limit=2)] == newest_first
+    older = await client.messages.batches.list(limit=10, after_id=ids[2])
+    assert [b.id for b in older.data] == ids[1::-1] and not older.has_more
+    newer = await client.messages.batches.list(limit=1, before_id=ids[2])
+    assert [b.id for b in newer.data] == [ids[3]] and newer.has_more
+
+
+async def test_only_an_ended_batch_can_be_deleted(client, fake):
+    fake.batch_latency_s = 0.3
+    batch = await client.messages.batches.create(requests=[entry("x")])
+    with pytest.raises(anthropic.BadRequestError):
+        await client.messages.batches.delete(batch.id)
+    await ended(client, batch.id)
+    deleted = await client.messages.batches.delete(batch.id)
+    assert (deleted.id, deleted.type) == (batch.id, "message_batch_deleted")
+    with pytest.raises(anthropic.NotFoundError):
+        await client.messages.batches.retrieve(batch.id)
+    assert [b.id async for b in client.messages.batches.list()] == []
+    assert [e["op"] for e in fake.batch_log] == ["create", "delete"]
+
+
+async def test_a_batch_is_refused_whole_as_the_api_refuses_it(fake):
+    small = FakeAnthropic(max_batch_requests=3, max_batch_bytes=10_000).start()
+    try:
+        async with AsyncAnthropic(base_url=small.url, api_key="sk-ant-test", max_retries=0) as c:
+            with pytest.raises(anthropic.BadRequestError, match="at most 3"):
+                await c.messages.batches.create(requests=[entry(f"d{n}") for n in range(4)])
+            with pytest.raises(anthropic.BadRequestError, match="duplicate"):
+                await c.messages.batches.create(requests=[entry("same"), entry("same")])
+            with pytest.raises(anthropic.BadRequestError, match="custom_id"):
+                await c.messages.batches.create(requests=[entry("no spaces allowed")])
+            with pytest.raises(anthropic.APIStatusError) as too_big:
+                await c.messages.batches.create(requests=[entry("big", "x" * 20_000)])
+            assert too_big.value.status_code == 413
+            assert too_big.value.body["error"]["type"] == "request_too_large"
+            # The connection survives the refusals.
+            assert (await c.messages.batches.create(requests=[entry("fine")])).id
+        assert [e["op"] for e in small.batch_log] == ["create"]
+    finally:
+        small.stop()
+
+
+async def test_rate_limits_of_single_calls_do_not_apply_to_batches(client, fake):
+    fake.limit(requests_per_minute=1)
+    fake.batch_latency_s = 0
+    batch = await client.messages.batches.create(requests=[entry(f"d{n}") for n in range(20)])
+    assert (await ended(client, batch.id)).request_counts.succeeded == 20
+    assert (await call(client)).status_code == 200
+    assert (await call(client)).status_code == 429

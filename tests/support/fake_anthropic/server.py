@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tests.support.fake_anthropic.answers import Answer, AnswerBook, error_body, message_body
+from tests.support.fake_anthropic.batches import MAX_BYTES, MAX_REQUESTS, Batches
 from tests.support.fake_anthropic.cache import MIN_CACHE_TOKENS, CacheUse, PromptCache
 from tests.support.fake_anthropic.limits import RateLimiter, RateLimits
 from tests.support.fake_anthropic.tokens import Prompt, PromptError, read_prompt, validate_params
@@ -16,8 +17,7 @@ from tests.support.fake_anthropic.wire import Request, Response, encode, read_re
 from tests.support.threaded import ThreadedServer
 
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
-
-Route = Callable[[Request], Awaitable[Response]]
+BATCHES = "/v1/messages/batches"
 
 
 class FakeAnthropic:
@@ -25,25 +25,36 @@ class FakeAnthropic:
 
     Tests read `requests` (each Messages call: its headers, body, answer and
     time), `max_in_flight` (the most calls answered at once), `answered_ok` and
-    `answered_429` (Messages calls answered 200 and 429, scripted or limited)
-    and `admitted_at` (the wall-clock time of each call the rate limits let
-    through, to compare the rate achieved with the limit).
+    `answered_429` (Messages calls answered 200 and 429, scripted or limited),
+    `admitted_at` (the wall-clock time of each call the rate limits let
+    through, to compare the rate achieved with the limit) and `batch_log`
+    (Message Batch creations with their requests, cancels, deletions and
+    result downloads).
     """
 
     def __init__(
         self,
         *,
+        host: str = "127.0.0.1",
         port: int = 0,
         delay_s: float = 0.0,
         answer_model: str | None = None,
         output_tokens: int = 7,
         limits: RateLimits | None = None,
         min_cache_tokens: int = MIN_CACHE_TOKENS,
+        batch_latency_s: float = 1.0,
+        batch_cancel_latency_s: float = 0.1,
+        max_batch_requests: int = MAX_REQUESTS,
+        max_batch_bytes: int = MAX_BYTES,
     ) -> None:
         """`answer_model` is the `model` of every answer (default: the one requested);
         `output_tokens` how much each answer writes (at most the call's `max_tokens`);
         `limits` the rate limits (default: none, though the headers are always sent);
-        `min_cache_tokens` the shortest prefix prompt caching keeps."""
+        `min_cache_tokens` the shortest prefix prompt caching keeps;
+        `batch_latency_s` how long a Message Batch stays `in_progress`, and
+        `batch_cancel_latency_s` how long `canceling`; `max_batch_requests` and
+        `max_batch_bytes` the largest batch accepted (the real API's by default)."""
+        self.host = host
         self.port = port
         self.delay_s = delay_s
         self.answer_model = answer_model
@@ -61,10 +72,45 @@ class FakeAnthropic:
         self._answers = AnswerBook()
         self._lock = threading.Lock()
         self._runner: ThreadedServer | None = None
+        self.max_batch_bytes = max_batch_bytes
+        self._batches = Batches(
+            self._batch_result,
+            self._lock,
+            latency_s=batch_latency_s,
+            cancel_latency_s=batch_cancel_latency_s,
+            max_requests=max_batch_requests,
+        )
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def batch_log(self) -> list[dict[str, Any]]:
+        """`{"op": "create" | "cancel" | "delete" | "results", "batch_id", "at"}` per
+        batch operation, in order; a creation also has its `requests` as sent."""
+        return self._batches.log
+
+    @property
+    def batch_latency_s(self) -> float:
+        """How long a new Message Batch stays `in_progress`."""
+        return self._batches.latency_s
+
+    @batch_latency_s.setter
+    def batch_latency_s(self, seconds: float) -> None:
+        self._batches.latency_s = seconds
+
+    def batch_progress(self, batch_id: str) -> tuple[int, int]:
+        """(entries answered, entries in all) of a Message Batch, which the API itself
+        does not show before the batch ends."""
+        return self._batches.progress(batch_id)
+
+    def batch_submissions(self) -> list[dict[str, Any]]:
+        """Every request submitted in a Message Batch, in order, with its batch's id."""
+        with self._lock:
+            creations = [e for e in self._batches.log if e["op"] == "create"]
+        return [{"batch_id": e["batch_id"], **r} for e in creations for r in e["requests"]]
 
     @property
     def min_cache_tokens(self) -> int:
@@ -104,8 +150,10 @@ class FakeAnthropic:
             self._limiter = RateLimiter(limits)
 
     def reset(self) -> None:
-        """Forget the script, the logs and the counters; the delay and the rate limits
-        go back to those given at construction, with full buckets."""
+        """Forget the script, the logs, the counters, the cache and the batches; the
+        delay and the rate limits go back to those given at construction, with full
+        buckets."""
+        self._batches.clear(self._runner.loop if self._runner else None)
         with self._lock:
             self._answers.clear()
             self.requests.clear()
@@ -121,7 +169,9 @@ class FakeAnthropic:
 
     def start(self) -> FakeAnthropic:
         """Serve from a thread; returns self, with `port` set."""
-        self._runner = ThreadedServer(self._serve, self.port, "fake-anthropic")
+        self._runner = ThreadedServer(
+            self._serve, self.port, "fake-anthropic", host=self.host, backlog=1024
+        )
         self.port = self._runner.start()
         return self
 
@@ -145,7 +195,7 @@ class FakeAnthropic:
             writer.close()
 
     def _max_body_bytes(self, path: str) -> int:
-        return MAX_REQUEST_BYTES
+        return self.max_batch_bytes if path == BATCHES else MAX_REQUEST_BYTES
 
     def _headers(self) -> dict[str, str]:
         now = time.monotonic()
@@ -155,23 +205,24 @@ class FakeAnthropic:
 
     async def _route(self, request: Request) -> Response:
         if request.body is None:
-            return self._error(413, "request_too_large", "request body too large", close=True)
+            limit = self._max_body_bytes(request.path)
+            message = f"Request exceeds the maximum allowed number of bytes ({limit:,})."
+            return self._error(413, "request_too_large", message)
         try:
             if request.method == "POST" and request.path == "/v1/messages":
                 return await self._create_message(request)
             if request.method == "POST" and request.path == "/v1/messages/count_tokens":
                 return self._count_tokens(request)
+            if request.path == BATCHES or request.path.startswith(BATCHES + "/"):
+                parts = [p for p in request.path[len(BATCHES) :].split("/") if p]
+                return self._batches.route(request, parts)
         except (ValueError, PromptError) as exc:  # JSONDecodeError is a ValueError
             return self._error(400, "invalid_request_error", str(exc))
         return self._error(404, "not_found_error", f"{request.method} {request.path}")
 
     @staticmethod
-    def _error(
-        status: int, error_type: str, message: str, *, close: bool = False, **headers: str
-    ) -> Response:
-        response = Response.of(status, error_body(error_type, message), headers)
-        response.close = close
-        return response
+    def _error(status: int, error_type: str, message: str, **headers: str) -> Response:
+        return Response.of(status, error_body(error_type, message), headers)
 
     def _count_tokens(self, request: Request) -> Response:
         payload = request.json()
@@ -245,9 +296,40 @@ class FakeAnthropic:
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
             return answer, use, limiter, self._generation
 
-    def _message(self, payload: dict[str, Any], prompt: Prompt, use: CacheUse) -> dict[str, Any]:
+    def _batch_result(self, params: dict[str, Any]) -> dict[str, Any]:
+        """One batch entry's `result`, by the same answers as a single call (scripted
+        answers and directives alike), without rate limits."""
+        try:
+            validate_params(params)
+            prompt = read_prompt(params)
+        except PromptError as exc:
+            return errored("invalid_request_error", str(exc))
+        text = json.dumps(params)
+        now = time.monotonic()
+        with self._lock:
+            answer = Answer.parse(self._answers.next(text))
+            use = CacheUse()
+            if answer.kind == "message":
+                use = self._cache.look_up(prompt, now)
+                self._cache.commit(use, now)
+        if answer.kind == "expired":
+            return {"type": "expired"}
+        if answer.kind == "drop":
+            return errored("api_error", "fake api_error: the request was dropped")
+        if answer.kind == "error":
+            return errored(answer.error_type, answer.error_message)
+        return {"type": "succeeded", "message": self._message(params, prompt, use, "batch")}
+
+    def _message(
+        self, payload: dict[str, Any], prompt: Prompt, use: CacheUse, tier: str = "standard"
+    ) -> dict[str, Any]:
         written = min(self.output_tokens, payload["max_tokens"])
-        usage = use.usage(prompt, written, "standard")
+        usage = use.usage(prompt, written, tier)
         stop = "end_turn" if written < payload["max_tokens"] else "max_tokens"
         model = self.answer_model or payload["model"]
         return message_body(model, f"Analysis of {prompt.chars} characters.", usage, stop)
+
+
+def errored(error_type: str, message: str) -> dict[str, Any]:
+    """An `errored` batch result: the error response as a single call would get it."""
+    return {"type": "errored", "error": error_body(error_type, message, request_id())}

@@ -12,6 +12,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ulid import ULID
 
+DRAIN_CHUNK = 1 << 20
+
 
 def reason(status: int) -> str:
     """The reason phrase of a status line; 529 is Anthropic's own."""
@@ -63,7 +65,7 @@ async def read_request(
     """The next request on a connection, or None at its end.
 
     `max_body_bytes(path)` is the largest body accepted on `path`; a larger one
-    is left unread (the connection cannot be reused after it).
+    is read and thrown away (so the client reads the 413 instead of a reset).
     """
     request_line = await reader.readline()
     if not request_line:
@@ -75,10 +77,12 @@ async def read_request(
         headers[name.strip().lower()] = value.strip()
     url = urlsplit(target)
     length = int(headers.get("content-length", "0"))
-    if length > max_body_bytes(url.path):
-        body = None
-    else:
+    body: bytes | None = None
+    if length <= max_body_bytes(url.path):
         body = await reader.readexactly(length)
+    else:
+        while length > 0:
+            length -= len(await reader.readexactly(min(length, DRAIN_CHUNK)))
     return Request(method, url.path, dict(parse_qsl(url.query)), headers, body)
 
 
