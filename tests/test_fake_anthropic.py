@@ -8,6 +8,7 @@ these tests hold it to the real API's wire shapes: rate-limit headers and
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -441,3 +442,45 @@ async def test_rate_limits_of_single_calls_do_not_apply_to_batches(client, fake)
     assert (await ended(client, batch.id)).request_counts.succeeded == 20
     assert (await call(client)).status_code == 200
     assert (await call(client)).status_code == 429
+
+
+async def raw_call(port: int, body: bytes) -> int:
+    """One Messages call on its own connection, without the SDK's overhead; its status."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = f"POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-length: {len(body)}\r\n\r\n"
+    writer.write(head.encode() + body)
+    status_line, *headers = (await reader.readuntil(b"\r\n\r\n")).decode().split("\r\n")
+    length = next(int(h.split(":")[1]) for h in headers if h.startswith("content-length"))
+    await reader.readexactly(length)
+    writer.close()
+    return int(status_line.split()[1])
+
+
+async def test_hundreds_of_slow_calls_are_answered_together(fake):
+    fake.delay_s = 1.0
+    body = json.dumps({"model": MODEL, "max_tokens": 10, "messages": user("hi")}).encode()
+    started = time.monotonic()
+    statuses = await asyncio.gather(*(raw_call(fake.port, body) for _ in range(300)))
+    assert statuses == [200] * 300
+    assert fake.max_in_flight == 300  # all held at once, none queued behind another
+    assert time.monotonic() - started < 5
+
+
+async def test_a_batch_of_ten_thousand_requests_does_not_hold_up_single_calls(client, fake):
+    fake.batch_latency_s = 1.0
+    requests = [entry(f"doc-{n}") for n in range(10_000)]
+    batch = await client.messages.batches.create(requests=requests)
+    slowest = 0.0
+    while (await client.messages.batches.retrieve(batch.id)).processing_status != "ended":
+        started = time.monotonic()
+        await client.messages.create(model=MODEL, max_tokens=10, messages=user("meanwhile"))
+        slowest = max(slowest, time.monotonic() - started)
+        assert time.monotonic() - started < 30, "the batch did not end"
+    assert slowest < 2
+    # Read raw: the SDK takes seconds to build 10,000 Message objects, the fake does not.
+    done = await client.messages.batches.retrieve(batch.id)
+    async with httpx2.AsyncClient() as http:
+        lines = (await http.get(done.results_url)).text.splitlines()
+    results = {line["custom_id"]: line["result"] for line in map(json.loads, lines)}
+    assert sorted(results) == sorted(r["custom_id"] for r in requests)
+    assert {r["type"] for r in results.values()} == {"succeeded"}

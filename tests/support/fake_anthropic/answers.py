@@ -11,8 +11,7 @@ import re
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
-
-from ulid import ULID
+from uuid import uuid4
 
 ERRORS = {
     400: "invalid_request_error",
@@ -104,7 +103,7 @@ def error_body(error_type: str, message: str, request_id: str | None = None) -> 
 def message_body(model: str, text: str, usage: dict[str, Any], stop_reason: str) -> dict[str, Any]:
     """A Message as the API answers it."""
     return {
-        "id": f"msg_{ULID()}",
+        "id": f"msg_{uuid4().hex[:24]}",
         "type": "message",
         "role": "assistant",
         "model": model,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from typing import Any
@@ -296,15 +295,14 @@ class FakeAnthropic:
             self.max_in_flight = max(self.max_in_flight, self._in_flight)
             return answer, use, limiter, self._generation
 
-    def _batch_result(self, params: dict[str, Any]) -> dict[str, Any]:
+    def _batch_result(self, params: dict[str, Any], text: str) -> dict[str, Any]:
         """One batch entry's `result`, by the same answers as a single call (scripted
-        answers and directives alike), without rate limits."""
+        answers and directives in `text` alike), without rate limits."""
         try:
             validate_params(params)
             prompt = read_prompt(params)
         except PromptError as exc:
             return errored("invalid_request_error", str(exc))
-        text = json.dumps(params)
         now = time.monotonic()
         with self._lock:
             answer = Answer.parse(self._answers.next(text))

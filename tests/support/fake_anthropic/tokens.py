@@ -79,39 +79,38 @@ def blocks_of(payload: dict[str, Any]) -> list[tuple[str, Any]]:
     return blocks
 
 
-def block_text(block: Any) -> str:
-    """The text of one block that its tokens are counted from."""
+def block_chars(block: Any) -> int:
+    """The characters of one block that its tokens are counted from: its text, a
+    document's title, context and text, or else its JSON."""
     if isinstance(block, str):
-        return block
+        return len(block)
     if not isinstance(block, dict):
-        return json.dumps(block)
+        return len(json.dumps(block))
     kind = block.get("type")
     if kind == "text":
-        return str(block.get("text", ""))
+        return len(str(block.get("text", "")))
     if kind == "document":
         source = block.get("source") or {}
-        parts = [str(block.get("title") or ""), str(block.get("context") or "")]
+        chars = len(str(block.get("title") or "")) + len(str(block.get("context") or ""))
         if source.get("type") == "text":
-            parts.append(str(source.get("data", "")))
-        elif source.get("type") == "content" and isinstance(source.get("content"), list):
-            parts += [block_text(b) for b in source["content"]]
-        else:
-            parts.append(json.dumps(source))
-        return "".join(parts)
+            return chars + len(str(source.get("data", "")))
+        if source.get("type") == "content" and isinstance(source.get("content"), list):
+            return chars + sum(block_chars(b) for b in source["content"])
+        return chars + len(json.dumps(source))
     if kind == "tool_result" and isinstance(block.get("content"), list):
-        return "".join(block_text(b) for b in block["content"])
-    return json.dumps({k: v for k, v in block.items() if k != "cache_control"})
+        return sum(block_chars(b) for b in block["content"])
+    return len(json.dumps({k: v for k, v in block.items() if k != "cache_control"}))
 
 
-def tokens_in(text: str) -> int:
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
+def tokens_in(chars: int) -> int:
+    return math.ceil(chars / CHARS_PER_TOKEN)
 
 
 def read_prompt(payload: dict[str, Any]) -> Prompt:
     """The input tokens of a Messages request (what `count_tokens` answers) and where
     its `cache_control` blocks end cacheable prefixes."""
     blocks = blocks_of(payload)
-    texts = [block_text(block) for _, block in blocks]
+    sizes = [block_chars(block) for _, block in blocks]
     marked = [n for n, (_, block) in enumerate(blocks) if _cache_control(block) is not None]
     if len(marked) > MAX_BREAKPOINTS:
         raise PromptError(
@@ -124,10 +123,10 @@ def read_prompt(payload: dict[str, Any]) -> Prompt:
         tokens = 0
         for n, (section, block) in enumerate(blocks[: marked[-1] + 1]):
             prefix.update(section.encode() + b"\0" + _canonical(block) + b"\0")
-            tokens += tokens_in(texts[n])
+            tokens += tokens_in(sizes[n])
             if n in marked:
                 breakpoints.append(Breakpoint(prefix.digest(), tokens, _ttl_s(blocks[n][1])))
-    return Prompt(sum(tokens_in(t) for t in texts), sum(len(t) for t in texts), tuple(breakpoints))
+    return Prompt(sum(tokens_in(n) for n in sizes), sum(sizes), tuple(breakpoints))
 
 
 def _cache_control(block: Any) -> dict[str, Any] | None:

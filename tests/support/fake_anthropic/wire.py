@@ -9,8 +9,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
-
-from ulid import ULID
+from uuid import uuid4
 
 DRAIN_CHUNK = 1 << 20
 
@@ -101,4 +100,4 @@ def encode(response: Response, headers: dict[str, str]) -> bytes:
 
 def request_id() -> str:
     """A fresh `request-id`, shaped like Anthropic's."""
-    return f"req_{ULID()}"
+    return f"req_{uuid4().hex[:24]}"
