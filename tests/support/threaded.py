@@ -36,16 +36,23 @@ class ThreadedServer:
         self._server: asyncio.Server | None = None
 
     def start(self) -> int:
-        """Start serving; returns the port."""
+        """Start serving; returns the port. Raises what stopped the server from
+        starting (an address in use: OSError)."""
         ready = threading.Event()
+        failed: list[BaseException] = []
 
         def serve() -> None:
             self.loop = asyncio.new_event_loop()
 
             async def main() -> None:
-                self._server = await asyncio.start_server(
-                    self.handler, self.host, self.port, backlog=self.backlog
-                )
+                try:
+                    self._server = await asyncio.start_server(
+                        self.handler, self.host, self.port, backlog=self.backlog
+                    )
+                except OSError as exc:
+                    failed.append(exc)
+                    ready.set()
+                    return
                 self.port = self._server.sockets[0].getsockname()[1]
                 ready.set()
                 async with self._server:
@@ -64,6 +71,8 @@ class ThreadedServer:
         threading.Thread(target=serve, daemon=True, name=self.name).start()
         if not ready.wait(10):
             raise RuntimeError(f"{self.name} did not start")
+        if failed:
+            raise failed[0]
         return self.port
 
     def stop(self) -> None:
