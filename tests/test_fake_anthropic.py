@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import sys
 import time
+from asyncio.subprocess import PIPE, STDOUT
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +27,7 @@ from tests.conftest import eventually
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.fake_anthropic.cache import PromptCache
 from tests.support.fake_anthropic.tokens import PromptError, read_prompt
+from tests.support.processes import ROOT
 
 MODEL = "claude-test-1"
 BUCKETS = ("requests", "input-tokens", "output-tokens", "tokens")
@@ -484,3 +488,39 @@ async def test_a_batch_of_ten_thousand_requests_does_not_hold_up_single_calls(cl
     results = {line["custom_id"]: line["result"] for line in map(json.loads, lines)}
     assert sorted(results) == sorted(r["custom_id"] for r in requests)
     assert {r["type"] for r in results.values()} == {"succeeded"}
+
+
+async def test_the_command_line_serves_a_labelled_stand_in_until_interrupted():
+    command = [
+        "-m",
+        "tests.support.fake_anthropic",
+        "--answer-model",
+        "stand-in",
+        "--requests-per-minute",
+        "120",
+    ]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, *command, cwd=ROOT, stdout=PIPE, stderr=STDOUT
+    )
+    try:
+        banner = []
+        async with asyncio.timeout(20):
+            while not (line := (await proc.stdout.readline()).decode()).startswith("Serving"):
+                assert line, f"the command ended: {''.join(banner)}"
+                banner.append(line)
+        text = "".join(banner)
+        assert "LOCAL STAND-IN" in text and "development" in text and "not Claude" in text
+        url = next(line.split()[-1] for line in banner if line.strip().startswith("url:"))
+        async with AsyncAnthropic(base_url=url, api_key="sk-ant-test", max_retries=0) as client:
+            raw = await client.messages.with_raw_response.create(
+                model=MODEL, max_tokens=10, messages=user("hi")
+            )
+        assert (await raw.parse()).model == "stand-in"
+        assert raw.headers["anthropic-ratelimit-requests-limit"] == "120"
+        proc.send_signal(signal.SIGINT)
+        async with asyncio.timeout(10):
+            assert await proc.wait() == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
