@@ -24,7 +24,7 @@ from anthropic import AsyncAnthropic
 from anthropic.types.messages import MessageBatch
 
 from tests.conftest import eventually
-from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.fake_anthropic import FakeAnthropic, RateLimits
 from tests.support.fake_anthropic.cache import PromptCache
 from tests.support.fake_anthropic.tokens import PromptError, read_prompt
 from tests.support.processes import ROOT
@@ -524,3 +524,23 @@ async def test_the_command_line_serves_a_labelled_stand_in_until_interrupted():
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_reset_restores_the_options_and_forgets_everything():
+    fake = FakeAnthropic(limits=RateLimits(requests_per_minute=50), batch_latency_s=0).start()
+    try:
+        async with AsyncAnthropic(base_url=fake.url, api_key="sk-ant-test", max_retries=0) as c:
+            fake.answer_model, fake.delay_s, fake.batch_latency_s = "other", 0.01, 60
+            fake.limit(requests_per_minute=1)
+            fake.script("500", "500")
+            batch = await c.messages.batches.create(requests=[entry("x")])
+            fake.reset()
+            assert (fake.answer_model, fake.delay_s, fake.batch_latency_s) == (None, 0.0, 0)
+            assert fake.batch_log == [] and fake.requests == [] and fake.answered_ok == 0
+            with pytest.raises(anthropic.NotFoundError):
+                await c.messages.batches.retrieve(batch.id)
+            headers = (await call(c)).headers  # not the scripted 500
+            assert headers["anthropic-ratelimit-requests-limit"] == "50"
+            assert headers["anthropic-ratelimit-requests-remaining"] == "49"
+    finally:
+        fake.stop()

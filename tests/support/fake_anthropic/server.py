@@ -22,13 +22,14 @@ BATCHES = "/v1/messages/batches"
 class FakeAnthropic:
     """A fake Messages API over HTTP; `url` is its base URL once started.
 
-    Tests read `requests` (each Messages call: its headers, body, answer and
-    time), `max_in_flight` (the most calls answered at once), `answered_ok` and
-    `answered_429` (Messages calls answered 200 and 429, scripted or limited),
-    `admitted_at` (the wall-clock time of each call the rate limits let
-    through, to compare the rate achieved with the limit) and `batch_log`
-    (Message Batch creations with their requests, cancels, deletions and
-    result downloads).
+    Tests read `requests` (each Messages call: its headers, body, answer,
+    time and whether the rate limits refused it), `max_in_flight` (the most
+    calls answered at once), `answered_ok` and `answered_429` (Messages calls
+    answered 200 and 429, scripted or limited), `admitted_at` (the wall-clock
+    time of each call the rate limits let through, to compare the rate
+    achieved with the limit) and `batch_log` (Message Batch operations).
+    `delay_s`, `answer_model`, `output_tokens`, `min_cache_tokens` and
+    `batch_latency_s` can be changed at any time; `reset()` restores them.
     """
 
     def __init__(
@@ -46,32 +47,31 @@ class FakeAnthropic:
         max_batch_requests: int = MAX_REQUESTS,
         max_batch_bytes: int = MAX_BYTES,
     ) -> None:
-        """`answer_model` is the `model` of every answer (default: the one requested);
-        `output_tokens` how much each answer writes (at most the call's `max_tokens`);
-        `limits` the rate limits (default: none, though the headers are always sent);
-        `min_cache_tokens` the shortest prefix prompt caching keeps;
-        `batch_latency_s` how long a Message Batch stays `in_progress`, and
-        `batch_cancel_latency_s` how long `canceling`; `max_batch_requests` and
-        `max_batch_bytes` the largest batch accepted (the real API's by default)."""
+        """`delay_s` is how long each answer takes; `answer_model` the `model` of every
+        answer (default: the one requested); `output_tokens` how much each answer
+        writes (at most the call's `max_tokens`); `limits` the rate limits (default:
+        none, though the headers are always sent); `min_cache_tokens` the shortest
+        prefix prompt caching keeps; `batch_latency_s` how long a Message Batch stays
+        `in_progress`, `batch_cancel_latency_s` how long `canceling`;
+        `max_batch_requests` and `max_batch_bytes` the largest batch accepted (the
+        real API's by default)."""
         self.host = host
         self.port = port
-        self.delay_s = delay_s
-        self.answer_model = answer_model
-        self.output_tokens = output_tokens
-        self.requests: list[dict[str, Any]] = []
-        self.max_in_flight = 0
-        self.answered_ok = 0
-        self.answered_429 = 0
-        self.admitted_at: list[float] = []
-        self._defaults = (delay_s, limits or RateLimits(), min_cache_tokens)
-        self._limiter = RateLimiter(self._defaults[1])
-        self._cache = PromptCache(min_cache_tokens)
-        self._in_flight = 0
-        self._generation = 0
-        self._answers = AnswerBook()
-        self._lock = threading.Lock()
-        self._runner: ThreadedServer | None = None
         self.max_batch_bytes = max_batch_bytes
+        self.requests: list[dict[str, Any]] = []
+        self.admitted_at: list[float] = []
+        self._defaults = {
+            "delay_s": delay_s,
+            "answer_model": answer_model,
+            "output_tokens": output_tokens,
+            "limits": limits or RateLimits(),
+            "min_cache_tokens": min_cache_tokens,
+            "batch_latency_s": batch_latency_s,
+        }
+        self._lock = threading.Lock()
+        self._answers = AnswerBook()
+        self._generation = 0
+        self._runner: ThreadedServer | None = None
         self._batches = Batches(
             self._batch_result,
             self._lock,
@@ -79,37 +79,24 @@ class FakeAnthropic:
             cancel_latency_s=batch_cancel_latency_s,
             max_requests=max_batch_requests,
         )
+        self._restore()
+
+    def _restore(self) -> None:
+        """The options as constructed, full buckets, an empty cache, zero counters."""
+        defaults = self._defaults
+        self.delay_s: float = defaults["delay_s"]
+        self.answer_model: str | None = defaults["answer_model"]
+        self.output_tokens: int = defaults["output_tokens"]
+        self._limiter = RateLimiter(defaults["limits"])
+        self._cache = PromptCache(defaults["min_cache_tokens"])
+        self._batches.latency_s = defaults["batch_latency_s"]
+        self.answered_ok = self.answered_429 = 0
+        self.max_in_flight = self._in_flight = 0
 
     @property
     def url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{host}:{self.port}"
-
-    @property
-    def batch_log(self) -> list[dict[str, Any]]:
-        """`{"op": "create" | "cancel" | "delete" | "results", "batch_id", "at"}` per
-        batch operation, in order; a creation also has its `requests` as sent."""
-        return self._batches.log
-
-    @property
-    def batch_latency_s(self) -> float:
-        """How long a new Message Batch stays `in_progress`."""
-        return self._batches.latency_s
-
-    @batch_latency_s.setter
-    def batch_latency_s(self, seconds: float) -> None:
-        self._batches.latency_s = seconds
-
-    def batch_progress(self, batch_id: str) -> tuple[int, int]:
-        """(entries answered, entries in all) of a Message Batch, which the API itself
-        does not show before the batch ends."""
-        return self._batches.progress(batch_id)
-
-    def batch_submissions(self) -> list[dict[str, Any]]:
-        """Every request submitted in a Message Batch, in order, with its batch's id."""
-        with self._lock:
-            creations = [e for e in self._batches.log if e["op"] == "create"]
-        return [{"batch_id": e["batch_id"], **r} for e in creations for r in e["requests"]]
 
     @property
     def min_cache_tokens(self) -> int:
@@ -119,6 +106,15 @@ class FakeAnthropic:
     @min_cache_tokens.setter
     def min_cache_tokens(self, tokens: int) -> None:
         self._cache.min_tokens = tokens
+
+    @property
+    def batch_latency_s(self) -> float:
+        """How long a new Message Batch stays `in_progress`."""
+        return self._batches.latency_s
+
+    @batch_latency_s.setter
+    def batch_latency_s(self, seconds: float) -> None:
+        self._batches.latency_s = seconds
 
     def script(self, *answers: str) -> None:
         """Queue answers for the next requests, in order."""
@@ -149,21 +145,15 @@ class FakeAnthropic:
             self._limiter = RateLimiter(limits)
 
     def reset(self) -> None:
-        """Forget the script, the logs, the counters, the cache and the batches; the
-        delay and the rate limits go back to those given at construction, with full
-        buckets."""
+        """Forget the script, the logs, the counters, the cache and the batches, and
+        restore the options given at construction (with full buckets)."""
         self._batches.clear(self._runner.loop if self._runner else None)
         with self._lock:
             self._answers.clear()
             self.requests.clear()
-            self.delay_s, limits, min_cache_tokens = self._defaults
-            self._limiter = RateLimiter(limits)
-            self._cache = PromptCache(min_cache_tokens)
-            self.answered_ok = self.answered_429 = 0
             self.admitted_at.clear()
-            self.max_in_flight = 0
+            self._restore()
             # Requests still running from an earlier test no longer count.
-            self._in_flight = 0
             self._generation += 1
 
     def start(self) -> FakeAnthropic:
@@ -179,6 +169,24 @@ class FakeAnthropic:
         if self._runner is not None:
             self._runner.stop()
 
+    @property
+    def batch_log(self) -> list[dict[str, Any]]:
+        """`{"op": "create" | "cancel" | "delete" | "results", "batch_id", "at"}` per
+        batch operation, in order; a creation also has its `requests` as sent."""
+        return self._batches.log
+
+    def batch_submissions(self) -> list[dict[str, Any]]:
+        """Every request submitted in a Message Batch, in order, with its batch's id:
+        `{"batch_id", "custom_id", "params"}`."""
+        with self._lock:
+            creations = [e for e in self._batches.log if e["op"] == "create"]
+        return [{"batch_id": e["batch_id"], **r} for e in creations for r in e["requests"]]
+
+    def batch_progress(self, batch_id: str) -> tuple[int, int]:
+        """(entries answered, entries in all) of a Message Batch, which the API itself
+        does not show before the batch ends."""
+        return self._batches.progress(batch_id)
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while (request := await read_request(reader, self._max_body_bytes)) is not None:
@@ -188,8 +196,8 @@ class FakeAnthropic:
                     await writer.drain()
                 if response.close:
                     return
-        except (ConnectionError, asyncio.IncompleteReadError):
-            return
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            return  # the client went away, or sent something that is not HTTP
         finally:
             writer.close()
 
