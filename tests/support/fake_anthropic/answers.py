@@ -49,6 +49,8 @@ class Answer:
         if word == "ok":
             return cls("message")
         code, _, detail = word.partition(":")
+        if not code.isdigit():
+            raise ValueError(f"the fake has no answer {word!r}")
         return cls("error", int(code), detail)
 
     @property

@@ -50,10 +50,6 @@ class Bucket:
         self.level = self.capacity
         self.updated = now
 
-    @property
-    def limited(self) -> bool:
-        return self.per_minute is not None
-
     def refill(self, now: float) -> None:
         if self.per_minute is not None:
             elapsed = max(0.0, now - self.updated)
@@ -95,7 +91,6 @@ class RateLimiter:
 
     def __init__(self, limits: RateLimits, now: float | None = None) -> None:
         now = time.monotonic() if now is None else now
-        self.limits = limits
         self.requests = Bucket("requests", limits.requests_per_minute, limits.burst_requests, now)
         self.input = Bucket(
             "input-tokens", limits.input_tokens_per_minute, limits.burst_input_tokens, now

@@ -313,7 +313,11 @@ class FakeAnthropic:
             return errored("invalid_request_error", str(exc))
         now = time.monotonic()
         with self._lock:
-            answer = Answer.parse(self._answers.next(text))
+            word = self._answers.next(text)
+            try:
+                answer = Answer.parse(word)
+            except ValueError as exc:
+                return errored("invalid_request_error", str(exc))
             use = CacheUse()
             if answer.kind == "message":
                 use = self._cache.look_up(prompt, now)
