@@ -72,7 +72,7 @@ def document(text: str, title: str = "doc") -> dict:
     return {"type": "document", "title": title, "source": source}
 
 
-async def test_count_tokens_answers_the_estimate_that_usage_reports(client):
+async def test_count_tokens_answers_the_estimate_that_usage_reports(client: AsyncAnthropic) -> None:
     system = "You are terse."  # 14 characters: 4 tokens
     content = [{"type": "text", "text": "x" * 400}, document("y" * 39, title="T")]
     messages = [{"role": "user", "content": content}]
@@ -86,13 +86,15 @@ async def test_count_tokens_answers_the_estimate_that_usage_reports(client):
     assert message.model == MODEL
 
 
-async def test_answer_model_names_the_stand_in(client, fake):
+async def test_answer_model_names_the_stand_in(client: AsyncAnthropic, fake: FakeAnthropic) -> None:
     fake.answer_model = "fake-claude (local stand-in)"
     message = await client.messages.create(model=MODEL, max_tokens=10, messages=user("hi"))
     assert message.model == "fake-claude (local stand-in)"
 
 
-async def test_a_request_without_max_tokens_is_refused_as_the_api_does(client, fake):
+async def test_a_request_without_max_tokens_is_refused_as_the_api_does(
+    client: AsyncAnthropic,
+) -> None:
     with pytest.raises(anthropic.BadRequestError) as raised:
         await client.post(
             "/v1/messages", body={"model": MODEL, "messages": user("hi")}, cast_to=object
@@ -101,7 +103,9 @@ async def test_a_request_without_max_tokens_is_refused_as_the_api_does(client, f
     assert raised.value.body["error"]["type"] == "invalid_request_error"
 
 
-async def test_every_answer_carries_rate_limit_headers_and_a_request_id(client, fake):
+async def test_every_answer_carries_rate_limit_headers_and_a_request_id(
+    client: AsyncAnthropic, fake: FakeAnthropic
+) -> None:
     fake.limit(requests_per_minute=60, output_tokens_per_minute=1000)
     fake.script("529", "500", "429:3")
     answers = [await call(client) for _ in range(4)]
@@ -125,14 +129,16 @@ async def test_every_answer_carries_rate_limit_headers_and_a_request_id(client, 
     assert answers[2].headers["retry-after"] == "3"
 
 
-async def test_unlimited_by_default_with_the_headers_still_sent(client):
+async def test_unlimited_by_default_with_the_headers_still_sent(client: AsyncAnthropic) -> None:
     headers = (await call(client)).headers
     assert int(headers["anthropic-ratelimit-requests-remaining"]) >= 1_000_000 - 1
     # A full bucket resets now (to the second, rounded up).
     assert reset_at(headers, "requests") <= datetime.now(UTC) + timedelta(seconds=1)
 
 
-async def test_a_burst_is_refused_with_retry_after_then_admitted_once_it_passes(client, fake):
+async def test_a_burst_is_refused_with_retry_after_then_admitted_once_it_passes(
+    client: AsyncAnthropic, fake: FakeAnthropic
+) -> None:
     fake.limit(requests_per_minute=30, burst_requests=2)
     assert [(await call(client)).status_code for _ in range(2)] == [200, 200]
     refused = await call(client)
@@ -150,7 +156,9 @@ async def test_a_burst_is_refused_with_retry_after_then_admitted_once_it_passes(
     assert [q["limited"] for q in fake.requests] == [False, False, True, False]
 
 
-async def test_the_rate_achieved_stays_within_the_bucket(client, fake):
+async def test_the_rate_achieved_stays_within_the_bucket(
+    client: AsyncAnthropic, fake: FakeAnthropic
+) -> None:
     fake.limit(requests_per_minute=1200, burst_requests=5)  # 20 a second
     started = time.monotonic()
     results = await asyncio.gather(*(call(client) for _ in range(40)))
@@ -166,7 +174,9 @@ async def test_the_rate_achieved_stays_within_the_bucket(client, fake):
     assert len(fake.admitted_at) <= 5 + 20 * span + 1
 
 
-async def test_output_tokens_are_charged_from_max_tokens_then_corrected(client, fake):
+async def test_output_tokens_are_charged_from_max_tokens_then_corrected(
+    client: AsyncAnthropic, fake: FakeAnthropic
+) -> None:
     fake.limit(output_tokens_per_minute=1000)
     fake.script("slow:1")
     first = asyncio.create_task(call(client, max_tokens=900))
@@ -191,7 +201,7 @@ def cached_system(tokens: int, ttl: str | None = None) -> list[dict]:
     return [{"type": "text", "text": "s" * (4 * tokens), "cache_control": control}]
 
 
-async def test_a_cached_prefix_is_written_once_then_read(client):
+async def test_a_cached_prefix_is_written_once_then_read(client: AsyncAnthropic) -> None:
     system = cached_system(1100)
     first = await client.messages.create(
         model=MODEL, max_tokens=10, system=system, messages=user("hi")
@@ -213,7 +223,9 @@ async def test_a_cached_prefix_is_written_once_then_read(client):
     assert other.usage.cache_creation_input_tokens == 1100
 
 
-async def test_the_longest_cached_prefix_is_read_and_the_rest_written(client):
+async def test_the_longest_cached_prefix_is_read_and_the_rest_written(
+    client: AsyncAnthropic,
+) -> None:
     def prompt(doc: str) -> dict:
         content = [{**document(doc), "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
         return {"system": cached_system(1100), "messages": [{"role": "user", "content": content}]}
@@ -229,7 +241,9 @@ async def test_the_longest_cached_prefix_is_read_and_the_rest_written(client):
     assert (third.usage.cache_creation_input_tokens, third.usage.input_tokens) == (0, 0)
 
 
-async def test_a_prefix_below_the_minimum_is_not_cached(client, fake):
+async def test_a_prefix_below_the_minimum_is_not_cached(
+    client: AsyncAnthropic, fake: FakeAnthropic
+) -> None:
     system = cached_system(1000)
     for _ in range(2):
         message = await client.messages.create(
@@ -245,7 +259,7 @@ async def test_a_prefix_below_the_minimum_is_not_cached(client, fake):
     assert message.usage.cache_creation_input_tokens == 1000
 
 
-async def test_the_cache_fields_are_always_in_usage(client):
+async def test_the_cache_fields_are_always_in_usage(client: AsyncAnthropic) -> None:
     raw = await client.messages.with_raw_response.create(
         model=MODEL, max_tokens=10, messages=user("no caching here")
     )
@@ -253,7 +267,9 @@ async def test_the_cache_fields_are_always_in_usage(client):
     assert usage["cache_creation_input_tokens"] == 0 and usage["cache_read_input_tokens"] == 0
 
 
-async def test_cached_reads_do_not_count_against_the_input_token_limit(client, fake):
+async def test_cached_reads_do_not_count_against_the_input_token_limit(
+    client: AsyncAnthropic, fake: FakeAnthropic
+) -> None:
     fake.limit(input_tokens_per_minute=3000)
     system = cached_system(2000)
     for _ in range(5):  # the write counts (2001 tokens), the reads do not (1 each)
@@ -264,7 +280,7 @@ async def test_cached_reads_do_not_count_against_the_input_token_limit(client, f
         )
 
 
-def test_a_cache_entry_lives_its_ttl_from_its_last_hit():
+def test_a_cache_entry_lives_its_ttl_from_its_last_hit() -> None:
     prompt = read_prompt({"model": MODEL, "system": cached_system(1100), "messages": user("q")})
     cache = PromptCache()
     cache.commit(cache.look_up(prompt, now=0.0), now=0.0)
@@ -276,7 +292,7 @@ def test_a_cache_entry_lives_its_ttl_from_its_last_hit():
     assert cache.look_up(prompt, now=600.0).written == 1100
 
 
-def test_more_than_four_breakpoints_are_refused():
+def test_more_than_four_breakpoints_are_refused() -> None:
     system = cached_system(1) * 5
     with pytest.raises(PromptError, match="maximum of 4"):
         read_prompt({"model": MODEL, "system": system, "messages": user("q")})
@@ -308,7 +324,9 @@ async def results_of(client: AsyncAnthropic, batch_id: str) -> dict[str, Any]:
     return {r.custom_id: r.result async for r in await client.messages.batches.results(batch_id)}
 
 
-async def test_a_batch_runs_in_progress_then_ends_with_its_results(client, fake):
+async def test_a_batch_runs_in_progress_then_ends_with_its_results(
+    client: AsyncAnthropic, fake: FakeAnthropic
+) -> None:
     fake.batch_latency_s = 0.5
     started = time.monotonic()
     batch = await client.messages.batches.create(requests=[entry(f"doc-{n}") for n in range(5)])
@@ -334,7 +352,9 @@ async def test_a_batch_runs_in_progress_then_ends_with_its_results(client, fake)
     assert fake.requests == [] and fake.answered_ok == 0
 
 
-async def test_errored_and_expired_entries_come_back_as_the_api_nests_them(client, fake):
+async def test_errored_and_expired_entries_come_back_as_the_api_nests_them(
+    client: AsyncAnthropic, fake: FakeAnthropic
+) -> None:
     fake.batch_latency_s = 0
     requests = [
         entry("ok"),
@@ -365,7 +385,9 @@ async def test_errored_and_expired_entries_come_back_as_the_api_nests_them(clien
     assert submitted == [r["custom_id"] for r in requests] + ["server"]
 
 
-async def test_a_canceled_batch_ends_with_its_unprocessed_entries_canceled(client, fake):
+async def test_a_canceled_batch_ends_with_its_unprocessed_entries_canceled(
+    client: AsyncAnthropic, fake: FakeAnthropic
+) -> None:
     fake.batch_latency_s = 60
     batch = await client.messages.batches.create(requests=[entry(f"d{n}") for n in range(4)])
     canceling = await client.messages.batches.cancel(batch.id)
@@ -377,7 +399,9 @@ async def test_a_canceled_batch_ends_with_its_unprocessed_entries_canceled(clien
     assert [e["op"] for e in fake.batch_log] == ["create", "cancel", "results"]
 
 
-async def test_a_cancel_keeps_what_was_already_processed(client, fake):
+async def test_a_cancel_keeps_what_was_already_processed(
+    client: AsyncAnthropic, fake: FakeAnthropic
+) -> None:
     fake.batch_latency_s = 4.0
     batch = await client.messages.batches.create(requests=[entry("first"), entry("second")])
     # "first" falls due after half the latency, "second" at its end.
@@ -393,7 +417,7 @@ async def _processed(fake: FakeAnthropic, batch_id: str, n: int) -> bool:
     return fake.batch_progress(batch_id)[0] >= n
 
 
-async def test_batches_are_listed_newest_first_in_pages(client, fake):
+async def test_batches_are_listed_newest_first_in_pages(client: AsyncAnthropic) -> None:
     ids = [(await client.messages.batches.create(requests=[entry("x")])).id for _ in range(5)]
     newest_first = ids[::-1]
     first = await client.messages.batches.list(limit=2)
@@ -406,7 +430,9 @@ async def test_batches_are_listed_newest_first_in_pages(client, fake):
     assert [b.id for b in newer.data] == [ids[3]] and newer.has_more
 
 
-async def test_only_an_ended_batch_can_be_deleted(client, fake):
+async def test_only_an_ended_batch_can_be_deleted(
+    client: AsyncAnthropic, fake: FakeAnthropic
+) -> None:
     fake.batch_latency_s = 0.3
     batch = await client.messages.batches.create(requests=[entry("x")])
     with pytest.raises(anthropic.BadRequestError):
@@ -420,7 +446,7 @@ async def test_only_an_ended_batch_can_be_deleted(client, fake):
     assert [e["op"] for e in fake.batch_log] == ["create", "delete"]
 
 
-async def test_a_batch_is_refused_whole_as_the_api_refuses_it(fake):
+async def test_a_batch_is_refused_whole_as_the_api_refuses_it() -> None:
     small = FakeAnthropic(max_batch_requests=3, max_batch_bytes=10_000).start()
     try:
         async with AsyncAnthropic(base_url=small.url, api_key="sk-ant-test", max_retries=0) as c:
@@ -441,7 +467,9 @@ async def test_a_batch_is_refused_whole_as_the_api_refuses_it(fake):
         small.stop()
 
 
-async def test_rate_limits_of_single_calls_do_not_apply_to_batches(client, fake):
+async def test_rate_limits_of_single_calls_do_not_apply_to_batches(
+    client: AsyncAnthropic, fake: FakeAnthropic
+) -> None:
     fake.limit(requests_per_minute=1)
     fake.batch_latency_s = 0
     batch = await client.messages.batches.create(requests=[entry(f"d{n}") for n in range(20)])
@@ -462,7 +490,7 @@ async def raw_call(port: int, body: bytes) -> int:
     return int(status_line.split()[1])
 
 
-async def test_hundreds_of_slow_calls_are_answered_together(fake):
+async def test_hundreds_of_slow_calls_are_answered_together(fake: FakeAnthropic) -> None:
     fake.delay_s = 1.0
     body = json.dumps({"model": MODEL, "max_tokens": 10, "messages": user("hi")}).encode()
     started = time.monotonic()
@@ -472,7 +500,9 @@ async def test_hundreds_of_slow_calls_are_answered_together(fake):
     assert time.monotonic() - started < 5
 
 
-async def test_a_batch_of_ten_thousand_requests_does_not_hold_up_single_calls(client, fake):
+async def test_a_batch_of_ten_thousand_requests_does_not_hold_up_single_calls(
+    client: AsyncAnthropic, fake: FakeAnthropic
+) -> None:
     fake.batch_latency_s = 1.0
     requests = [entry(f"doc-{n}") for n in range(10_000)]
     batch = await client.messages.batches.create(requests=requests)
@@ -492,7 +522,7 @@ async def test_a_batch_of_ten_thousand_requests_does_not_hold_up_single_calls(cl
     assert {r["type"] for r in results.values()} == {"succeeded"}
 
 
-async def test_the_command_line_serves_a_labelled_stand_in_until_interrupted():
+async def test_the_command_line_serves_a_labelled_stand_in_until_interrupted() -> None:
     command = [
         "-m",
         "tests.support.fake_anthropic",
@@ -528,7 +558,7 @@ async def test_the_command_line_serves_a_labelled_stand_in_until_interrupted():
             await proc.wait()
 
 
-async def test_reset_restores_the_options_and_forgets_everything():
+async def test_reset_restores_the_options_and_forgets_everything() -> None:
     fake = FakeAnthropic(limits=RateLimits(requests_per_minute=50), batch_latency_s=0).start()
     try:
         async with AsyncAnthropic(base_url=fake.url, api_key="sk-ant-test", max_retries=0) as c:
