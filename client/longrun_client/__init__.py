@@ -9,7 +9,6 @@ verification (`verify_webhook`).
         job = client.wait(client.create_analysis(document.id), timeout=300)
 """
 
-from longrun_client._retry import RetryPolicy
 from longrun_client._version import __version__
 from longrun_client.async_client import AsyncLongrunClient
 from longrun_client.client import LongrunClient
@@ -81,7 +80,6 @@ __all__ = [
     "Page",
     "PayloadTooLarge",
     "RateLimited",
-    "RetryPolicy",
     "ServerError",
     "ServiceUnavailable",
     "StaleWebhookTimestamp",

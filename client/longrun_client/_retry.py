@@ -68,7 +68,7 @@ class RetryPolicy:
     def backoff(self, retry: int) -> float:
         """The wait before retry number `retry` (0-based) when the API gave no
         `Retry-After`: a random point in the upper half of a doubling, capped window."""
-        window = min(self.backoff_max, self.backoff_base * 2**retry)
+        window = min(self.backoff_max, self.backoff_base * 2.0**retry)
         return window / 2 + self.random() * window / 2
 
     def after_response(
