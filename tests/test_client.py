@@ -10,6 +10,8 @@ import io
 import itertools
 import json
 import re
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -46,7 +48,7 @@ from standardwebhooks import Webhook
 from jobs.storage import open_storage
 from tests.conftest import ADMIN_KEY, make_settings
 from tests.support.api_server import ApiServer
-from tests.support.processes import kill, start_worker
+from tests.support.processes import ROOT, kill, start_worker
 from tests.support.receiver import Receiver
 from tests.support.services import wait_until
 from tests.support.threaded import ThreadedServer
@@ -291,6 +293,8 @@ def test_sync_client_exports_documents_and_waits_on_the_event_stream(stack, clie
     # It followed the stream and never polled.
     assert len(stack.front.requests("GET", f"/v1/jobs/{job.id}/events")) == 1
     assert stack.front.requests("GET", f"/v1/jobs/{job.id}") == []
+    # The stream of a finished job is its final snapshot.
+    assert [j.state for j in client.job_events(job.id)] == ["succeeded"]
 
 
 async def test_async_client_analyses_a_document_and_waits_on_the_event_stream(
@@ -602,3 +606,38 @@ async def test_operator_replays_a_dead_letter_and_runs_a_canary(stack, aclient, 
 
     # The account sees its replayed job too.
     assert (await aclient.get_job(replay.id)).state == "succeeded"
+
+
+# The README's example, run as written.
+
+
+def readme_examples() -> list[str]:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Python client\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)\n```", section, re.S)
+
+
+def test_readme_python_client_example_runs_against_the_api(stack, client, account, tmp_path):
+    script, receiver_code = readme_examples()
+    env = {"PATH": "/usr/bin:/bin", "LONGRUN_URL": stack.url, "LONGRUN_API_KEY": key_of(account)}
+    ran = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,  # away from the project: the client is all it imports
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert "analysis: Analysis of" in ran.stdout
+    assert re.search(r"export: 1 documents at http://\S+", ran.stdout), ran.stdout
+
+    endpoint = client.create_webhook_endpoint(stack.receiver.url, ["export.completed"])
+    job = client.wait(client.create_export("user-1", "ndjson"), timeout=30)
+    request = wait_until(lambda: _delivery_of(stack.receiver, job.id), 30, "the webhook")
+    namespace: dict[str, Any] = {}
+    exec(receiver_code, namespace)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LONGRUN_WEBHOOK_SECRET", endpoint.secret)
+        assert namespace["on_webhook"](request["body"], request["headers"]) == 204
+        assert namespace["on_webhook"](request["body"] + b" ", request["headers"]) == 400
