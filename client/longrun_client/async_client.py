@@ -112,7 +112,7 @@ class AsyncLongrunClient:
     ) -> Document:
         """Store a document uploaded as a file (bytes, a binary file object or a path);
         its title is `title`, else the file's name."""
-        content = await asyncio.to_thread(read_upload, file)
+        content = file if isinstance(file, bytes) else await asyncio.to_thread(read_upload, file)
         call = routes.upload_document(
             user_id, content, upload_filename(file, filename), title, content_type
         )

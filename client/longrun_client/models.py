@@ -7,67 +7,26 @@ know); a member the API leaves out reads as its default instead of failing.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from longrun_client._fields import (
+    Resource,
+    integer,
+    json_object,
+    objects,
+    parse_datetime,
+    required_text,
+    text,
+)
 from longrun_client.errors import InvalidResponse
 
 T = TypeVar("T")
 
 FINISHED_STATES = frozenset({"succeeded", "failed", "cancelled"})
 """Job states that do not change any more."""
-
-
-def parse_datetime(value: Any) -> datetime | None:
-    """An RFC 3339 time, or None when absent or unreadable."""
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-def _str(data: Mapping[str, Any], name: str) -> str | None:
-    value = data.get(name)
-    return value if isinstance(value, str) else None
-
-
-def _required(data: Mapping[str, Any], name: str) -> str:
-    value = data.get(name)
-    if not isinstance(value, str):
-        raise InvalidResponse(f"the answer has no {name!r}")
-    return value
-
-
-def _int(data: Mapping[str, Any], name: str, default: int = 0) -> int:
-    value = data.get(name)
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
-
-
-def _dicts(value: Any) -> list[dict[str, Any]]:
-    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
-
-
-def _object(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise InvalidResponse(f"expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-class Resource:
-    """What every resource has: `raw`, and `extra`, the members this client does not know."""
-
-    raw: dict[str, Any]
-
-    @property
-    def extra(self) -> dict[str, Any]:
-        """Members of `raw` that are not attributes of this class."""
-        known = {f.name for f in dataclasses.fields(self)}  # type: ignore[arg-type]
-        return {k: v for k, v in self.raw.items() if k not in known}
 
 
 @dataclass(frozen=True)
@@ -86,8 +45,8 @@ class JobError(Resource):
         if not isinstance(data, dict):
             return None
         return cls(
-            type=_str(data, "type") or "",
-            message=_str(data, "message") or "",
+            type=text(data, "type") or "",
+            message=text(data, "message") or "",
             retryable=bool(data.get("retryable", False)),
             raw=data,
         )
@@ -138,16 +97,16 @@ class Job(Resource):
     @classmethod
     def from_json(cls, data: Any) -> Job:
         """A job from its JSON resource."""
-        data = _object(data)
+        data = json_object(data)
         progress = data.get("progress")
         return cls(
-            id=_required(data, "id"),
-            kind=_str(data, "kind") or "",
-            state=_str(data, "state") or "",
-            attempt=_int(data, "attempt"),
-            max_attempts=_int(data, "max_attempts"),
+            id=required_text(data, "id"),
+            kind=text(data, "kind") or "",
+            state=text(data, "state") or "",
+            attempt=integer(data, "attempt"),
+            max_attempts=integer(data, "max_attempts"),
             progress=float(progress) if isinstance(progress, int | float) else 0.0,
-            stage=_str(data, "stage"),
+            stage=text(data, "stage"),
             created_at=parse_datetime(data.get("created_at")),
             started_at=parse_datetime(data.get("started_at")),
             finished_at=parse_datetime(data.get("finished_at")),
@@ -155,8 +114,8 @@ class Job(Resource):
             cancel_requested_at=parse_datetime(data.get("cancel_requested_at")),
             result=data.get("result"),
             error=JobError.from_json(data.get("error")),
-            replay_of=_str(data, "replay_of"),
-            attempts=_dicts(data.get("attempts")),
+            replay_of=text(data, "replay_of"),
+            attempts=objects(data.get("attempts")),
             raw=data,
         )
 
@@ -178,10 +137,10 @@ class LatestAnalysis(Resource):
         if not isinstance(data, dict):
             return None
         return cls(
-            job_id=_str(data, "job_id") or "",
-            state=_str(data, "state") or "",
-            analysis=_str(data, "analysis"),
-            model=_str(data, "model"),
+            job_id=text(data, "job_id") or "",
+            state=text(data, "state") or "",
+            analysis=text(data, "analysis"),
+            model=text(data, "model"),
             raw=data,
         )
 
@@ -201,12 +160,12 @@ class Document(Resource):
     @classmethod
     def from_json(cls, data: Any) -> Document:
         """A document from its JSON resource."""
-        data = _object(data)
+        data = json_object(data)
         return cls(
-            id=_required(data, "id"),
-            user_id=_str(data, "user_id") or "",
-            title=_str(data, "title"),
-            size_bytes=_int(data, "size_bytes"),
+            id=required_text(data, "id"),
+            user_id=text(data, "user_id") or "",
+            title=text(data, "title"),
+            size_bytes=integer(data, "size_bytes"),
             created_at=parse_datetime(data.get("created_at")),
             latest_analysis=LatestAnalysis.from_json(data.get("latest_analysis")),
             raw=data,
@@ -231,17 +190,17 @@ class WebhookEndpoint(Resource):
     @classmethod
     def from_json(cls, data: Any) -> WebhookEndpoint:
         """An endpoint from its JSON resource."""
-        data = _object(data)
+        data = json_object(data)
         events = data.get("events")
         return cls(
-            id=_required(data, "id"),
-            url=_str(data, "url") or "",
+            id=required_text(data, "id"),
+            url=text(data, "url") or "",
             events=[e for e in events if isinstance(e, str)] if isinstance(events, list) else [],
             created_at=parse_datetime(data.get("created_at")),
             disabled=bool(data.get("disabled", False)),
             disabled_at=parse_datetime(data.get("disabled_at")),
-            disabled_reason=_str(data, "disabled_reason"),
-            secret=_str(data, "secret"),
+            disabled_reason=text(data, "disabled_reason"),
+            secret=text(data, "secret"),
             raw=data,
         )
 
@@ -262,18 +221,13 @@ class DeliveryAttempt(Resource):
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> DeliveryAttempt:
         """An attempt from its JSON object."""
-
-        def optional_int(name: str) -> int | None:
-            value = data.get(name)
-            return value if isinstance(value, int) and not isinstance(value, bool) else None
-
         return cls(
             at=parse_datetime(data.get("at")),
-            attempt=optional_int("attempt"),
-            status_code=optional_int("status_code"),
-            latency_ms=optional_int("latency_ms"),
-            error=_str(data, "error"),
-            response_excerpt=_str(data, "response_excerpt"),
+            attempt=integer(data, "attempt", None),
+            status_code=integer(data, "status_code", None),
+            latency_ms=integer(data, "latency_ms", None),
+            error=text(data, "error"),
+            response_excerpt=text(data, "response_excerpt"),
             raw=data,
         )
 
@@ -297,17 +251,17 @@ class WebhookDelivery(Resource):
     @classmethod
     def from_json(cls, data: Any) -> WebhookDelivery:
         """A delivery from its JSON resource."""
-        data = _object(data)
+        data = json_object(data)
         return cls(
-            id=_required(data, "id"),
-            endpoint_id=_str(data, "endpoint_id") or "",
-            event_type=_str(data, "event_type") or "",
-            webhook_id=_str(data, "webhook_id") or "",
-            state=_str(data, "state") or "",
-            event_id=_str(data, "event_id"),
+            id=required_text(data, "id"),
+            endpoint_id=text(data, "endpoint_id") or "",
+            event_type=text(data, "event_type") or "",
+            webhook_id=text(data, "webhook_id") or "",
+            state=text(data, "state") or "",
+            event_id=text(data, "event_id"),
             created_at=parse_datetime(data.get("created_at")),
             next_attempt_at=parse_datetime(data.get("next_attempt_at")),
-            attempts=[DeliveryAttempt.from_json(a) for a in _dicts(data.get("attempts"))],
+            attempts=[DeliveryAttempt.from_json(a) for a in objects(data.get("attempts"))],
             raw=data,
         )
 
@@ -332,19 +286,19 @@ class DeadLetter(Resource):
     @classmethod
     def from_json(cls, data: Any) -> DeadLetter:
         """A dead letter from its JSON resource."""
-        data = _object(data)
+        data = json_object(data)
         arguments = data.get("arguments")
         return cls(
-            id=_required(data, "id"),
-            kind=_str(data, "kind") or "",
-            account=_str(data, "account") or "",
+            id=required_text(data, "id"),
+            kind=text(data, "kind") or "",
+            account=text(data, "account") or "",
             arguments=arguments if isinstance(arguments, dict) else {},
             error=JobError.from_json(data.get("error")),
-            traceback=_str(data, "traceback"),
-            attempts=_dicts(data.get("attempts")),
+            traceback=text(data, "traceback"),
+            attempts=objects(data.get("attempts")),
             created_at=parse_datetime(data.get("created_at")),
             failed_at=parse_datetime(data.get("failed_at")),
-            replayed_as=_str(data, "replayed_as"),
+            replayed_as=text(data, "replayed_as"),
             raw=data,
         )
 
@@ -364,11 +318,11 @@ class ModelUsage(Resource):
     def from_json(cls, data: dict[str, Any]) -> ModelUsage:
         """Usage from its JSON object."""
         return cls(
-            model=_str(data, "model") or "",
-            input_tokens=_int(data, "input_tokens"),
-            output_tokens=_int(data, "output_tokens"),
-            cache_read_input_tokens=_int(data, "cache_read_input_tokens"),
-            cache_creation_input_tokens=_int(data, "cache_creation_input_tokens"),
+            model=text(data, "model") or "",
+            input_tokens=integer(data, "input_tokens"),
+            output_tokens=integer(data, "output_tokens"),
+            cache_read_input_tokens=integer(data, "cache_read_input_tokens"),
+            cache_creation_input_tokens=integer(data, "cache_creation_input_tokens"),
             raw=data,
         )
 
@@ -383,8 +337,8 @@ class Usage(Resource):
     @classmethod
     def from_json(cls, data: Any) -> Usage:
         """Usage from the answer of `GET /v1/usage`."""
-        data = _object(data)
-        return cls(data=[ModelUsage.from_json(m) for m in _dicts(data.get("data"))], raw=data)
+        data = json_object(data)
+        return cls(data=[ModelUsage.from_json(m) for m in objects(data.get("data"))], raw=data)
 
 
 @dataclass(frozen=True)
@@ -398,8 +352,8 @@ class Page(Resource, Generic[T]):
     @classmethod
     def from_json(cls, data: Any, item: Callable[[Any], T]) -> Page[T]:
         """A page whose items are read with `item`."""
-        data = _object(data)
+        data = json_object(data)
         items = data.get("data")
         if not isinstance(items, list):
             raise InvalidResponse("the answer has no 'data' list")
-        return cls(data=[item(i) for i in items], next_cursor=_str(data, "next_cursor"), raw=data)
+        return cls(data=[item(i) for i in items], next_cursor=text(data, "next_cursor"), raw=data)

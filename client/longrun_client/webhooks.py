@@ -18,12 +18,13 @@ from typing import Any
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
+from longrun_client._fields import Resource, parse_datetime
 from longrun_client.errors import (
     InvalidWebhookSignature,
     StaleWebhookTimestamp,
     WebhookVerificationFailed,
 )
-from longrun_client.models import Job, Resource, parse_datetime
+from longrun_client.models import Job
 
 TIMESTAMP_TOLERANCE_S = 5 * 60
 """How far `webhook-timestamp` may be from now (the `standardwebhooks` library's)."""
