@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TypeVar
 
@@ -42,7 +42,7 @@ T = TypeVar("T")
 
 
 class AsyncLongrunClient:
-    """A client of the longrun API.
+    """An asyncio client of the longrun API: `LongrunClient`'s twin, awaited.
 
     Args:
         base_url: where the API is, e.g. `https://longrun.example.com`.
@@ -51,7 +51,8 @@ class AsyncLongrunClient:
         timeout: seconds (or an `httpx.Timeout`) for one request.
         max_retries: how many times one call is sent again after a 429 or 503 (after
             `Retry-After`), or after a connection failure when that is safe.
-        http_client: an `httpx.AsyncClient` to send through (the caller closes it).
+        http_client: an `httpx.AsyncClient` to send through (the caller closes it);
+            requests still go to `base_url`.
         transport: an httpx transport for the client's own `httpx.AsyncClient`.
         headers: more headers to send with every request.
 
@@ -354,12 +355,13 @@ class AsyncLongrunClient:
             if response.is_error:
                 await response.aread()
             self._core.check_stream(response)
-            yield self._snapshots(response)
+            async with contextlib.aclosing(self._snapshots(response)) as snapshots:
+                yield snapshots
         finally:
             await response.aclose()
 
     @staticmethod
-    async def _snapshots(response: httpx.Response) -> AsyncIterator[Job | None]:
+    async def _snapshots(response: httpx.Response) -> AsyncGenerator[Job | None, None]:
         parser = EventStreamParser()
         try:
             async for line in response.aiter_lines():

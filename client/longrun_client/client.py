@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TypeVar
 
@@ -50,7 +50,8 @@ class LongrunClient:
         timeout: seconds (or an `httpx.Timeout`) for one request.
         max_retries: how many times one call is sent again after a 429 or 503 (after
             `Retry-After`), or after a connection failure when that is safe.
-        http_client: an `httpx.Client` to send through (the caller closes it).
+        http_client: an `httpx.Client` to send through (the caller closes it); requests
+            still go to `base_url`.
         transport: an httpx transport for the client's own `httpx.Client`.
         headers: more headers to send with every request.
 
@@ -341,12 +342,13 @@ class LongrunClient:
             if response.is_error:
                 response.read()
             self._core.check_stream(response)
-            yield self._snapshots(response)
+            with contextlib.closing(self._snapshots(response)) as snapshots:
+                yield snapshots
         finally:
             response.close()
 
     @staticmethod
-    def _snapshots(response: httpx.Response) -> Iterator[Job | None]:
+    def _snapshots(response: httpx.Response) -> Generator[Job | None, None, None]:
         parser = EventStreamParser()
         try:
             for line in response.iter_lines():
