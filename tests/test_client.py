@@ -67,8 +67,9 @@ def key_of(account: str) -> str:
 class Fault:
     """What the front does, `times` times, to requests matching `method` and `path` (a
     regular expression): `answer` a status with headers, `drop` the request unanswered,
-    `swallow` the API's answer (the API did the work; the client never hears), or `cut`
-    an event stream right after its headers."""
+    `swallow` the API's answer (the API did the work; the client never hears), `cut` an
+    event stream right after its headers, or pass the answer on as a `newer` API would
+    send it (a member more, an optional one left out)."""
 
     method: str
     path: str
@@ -148,10 +149,12 @@ class Front:
                 self.seen.append(
                     Seen(method, path, headers, time.monotonic(), fault and fault.action)
                 )
-            if fault is None or fault.action == "swallow":
+            if fault is None or fault.action in ("swallow", "newer"):
                 answer = await self._forward(lines, body)
                 if fault is None:
                     writer.write(answer)
+                elif fault.action == "newer":
+                    writer.write(as_newer_api(answer))
             elif fault.action == "answer":
                 problem = json.dumps(
                     {"type": "about:blank", "title": "Injected", "status": fault.status}
@@ -184,6 +187,17 @@ class Front:
         answer = await up_reader.read()
         up_writer.close()
         return answer
+
+
+def as_newer_api(answer: bytes) -> bytes:
+    """A JSON answer with a member this client does not know, and without `stage`."""
+    head, _, body = answer.partition(b"\r\n\r\n")
+    data = json.loads(body)
+    data["priority"] = {"level": "high"}
+    data.pop("stage", None)
+    body = json.dumps(data).encode()
+    head = re.sub(rb"(?im)^content-length: \d+", b"content-length: %d" % len(body), head)
+    return head + b"\r\n\r\n" + body
 
 
 # The stack, once for this module; each test works in an account of its own.
@@ -441,6 +455,18 @@ def test_a_429_is_retried_after_an_http_date_and_raised_once_retries_run_out(
     assert limited.value.status == 429 and limited.value.retry_after == 1.0
     assert limited.value.title == "Injected"
     assert len(stack.front.requests("GET", path)) == 2
+
+
+def test_a_newer_api_with_more_members_and_fewer_does_not_break_the_client(stack, client, account):
+    job = client.create_export("kim", "zip")
+    stack.front.inject(Fault("GET", f"/v1/jobs/{job.id}", "newer"))
+
+    seen = client.get_job(job.id)
+
+    assert seen.id == job.id and seen.kind == "export" and seen.stage is None
+    assert seen.extra == {"priority": {"level": "high"}}
+    assert seen.raw["priority"] == {"level": "high"} and "stage" not in seen.raw
+    assert "priority" not in client.get_job(job.id).raw  # the front's doing, not the API's
 
 
 # Lists and errors.
