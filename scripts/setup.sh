@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Make .venv with the project and its dev tools; reinstall only when pyproject.toml changed.
+# Make .venv with the project, its dev tools and the Python client (client/); reinstall only
+# when pyproject.toml or client/pyproject.toml changed.
 # Sourced by dev.sh and test.sh.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -12,9 +13,10 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=".venv/.longrun-installed"
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+want="$(cat pyproject.toml client/pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -e '.[dev]'
+  .venv/bin/python -m pip install --quiet -e ./client
   echo "$want" > "$stamp"
 fi

@@ -1,0 +1,358 @@
+"""`LongrunClient`: the synchronous client, on `httpx.Client`."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from types import TracebackType
+from typing import TypeVar
+
+import httpx
+
+from longrun_client import _routes as routes
+from longrun_client._core import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT_S,
+    STREAM_READ_TIMEOUT_S,
+    ClientCore,
+    Upload,
+    Waiter,
+    connection_error,
+    job_from_event,
+    read_upload,
+    stream_failure_falls_back,
+    upload_filename,
+)
+from longrun_client._routes import Call, EventType, ExportFormat, JobState
+from longrun_client._sse import EventStreamParser
+from longrun_client.errors import LongrunError
+from longrun_client.models import (
+    DeadLetter,
+    Document,
+    Job,
+    Page,
+    Usage,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+
+T = TypeVar("T")
+
+
+class LongrunClient:
+    """A client of the longrun API.
+
+    Args:
+        base_url: where the API is, e.g. `https://longrun.example.com`.
+        api_key: an account's key (or an operator's, for the dead-letter and canary
+            routes), sent as `Authorization: Bearer <key>`.
+        timeout: seconds (or an `httpx.Timeout`) for one request.
+        max_retries: how many times one call is sent again after a 429 or 503 (after
+            `Retry-After`), or after a connection failure when that is safe.
+        http_client: an `httpx.Client` to send through (the caller closes it); requests
+            still go to `base_url`.
+        transport: an httpx transport for the client's own `httpx.Client`.
+        headers: more headers to send with every request.
+
+    Use it as a context manager, or call `close()`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT_S,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        http_client: httpx.Client | None = None,
+        transport: httpx.BaseTransport | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if http_client is not None and transport is not None:
+            raise ValueError("give http_client or transport, not both")
+        self._core = ClientCore(
+            base_url, api_key, timeout=timeout, max_retries=max_retries, headers=headers
+        )
+        self._owns_http = http_client is None
+        self._http = http_client or httpx.Client(transport=transport, follow_redirects=False)
+
+    def close(self) -> None:
+        """Close the connections (not those of an `http_client` given to the client)."""
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> LongrunClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # Documents
+
+    def create_document(self, user_id: str, text: str, *, title: str | None = None) -> Document:
+        """Store a document (UTF-8 text) of the end user `user_id`."""
+        return self._call(routes.create_document(user_id, text, title))
+
+    def upload_document(
+        self,
+        user_id: str,
+        file: Upload,
+        *,
+        filename: str | None = None,
+        title: str | None = None,
+        content_type: str = "text/plain; charset=utf-8",
+    ) -> Document:
+        """Store a document uploaded as a file (bytes, a binary file object or a path);
+        its title is `title`, else the file's name."""
+        call = routes.upload_document(
+            user_id, read_upload(file), upload_filename(file, filename), title, content_type
+        )
+        return self._call(call)
+
+    def get_document(self, document_id: str) -> Document:
+        """A document, with its latest analysis."""
+        return self._call(routes.get_document(document_id))
+
+    def create_analysis(
+        self,
+        document_id: str,
+        *,
+        instructions: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Enqueue an analysis of the document by Claude; the job's `result.analysis` holds
+        it. The Idempotency-Key is `idempotency_key`, else a fresh one (`job.idempotency_key`)."""
+        return self._call(routes.create_analysis(document_id, instructions, idempotency_key))
+
+    # Exports
+
+    def create_export(
+        self, user_id: str, format: ExportFormat, *, idempotency_key: str | None = None
+    ) -> Job:
+        """Enqueue an export of every document of `user_id` (`zip` or `ndjson`); the
+        finished job's `result["download_url"]` reads the archive."""
+        return self._call(routes.create_export(user_id, format, idempotency_key))
+
+    # Jobs
+
+    def get_job(self, job_id: str) -> Job:
+        """A job as it is now."""
+        return self._call(routes.get_job(job_id))
+
+    def list_jobs(
+        self,
+        *,
+        state: JobState | None = None,
+        kind: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[Job]:
+        """One page of the account's jobs, newest first."""
+        return self._call(routes.list_jobs(state, kind, limit, cursor))
+
+    def iter_jobs(
+        self, *, state: JobState | None = None, kind: str | None = None, page_size: int = 100
+    ) -> Iterator[Job]:
+        """Every job of the account, newest first, a page at a time."""
+        return self._pages(lambda cursor: routes.list_jobs(state, kind, page_size, cursor))
+
+    def cancel_job(self, job_id: str) -> Job:
+        """Cancel a job: a waiting one at once, a running one within about a second.
+        `Conflict` when it already ended."""
+        return self._call(routes.cancel_job(job_id))
+
+    def job_events(self, job_id: str) -> Iterator[Job]:
+        """The job's snapshots from its event stream, now and at every change, until it
+        finishes. The connection stays open while the iterator is read."""
+        with self._event_stream(job_id, STREAM_READ_TIMEOUT_S) as snapshots:
+            yield from (snapshot for snapshot in snapshots if snapshot is not None)
+
+    def wait(
+        self,
+        job: Job | str,
+        *,
+        timeout: float | None = None,
+        raise_on_failure: bool = False,
+        use_events: bool = True,
+    ) -> Job:
+        """Wait for a job to finish and return its final snapshot.
+
+        It follows the job's event stream; when the stream cannot be opened or breaks
+        (or with `use_events=False`) it polls the job instead, as often as the API's
+        `Retry-After` says.
+
+        Args:
+            job: the job, or its id.
+            timeout: seconds to wait in all (None: no limit); then `WaitTimeout`, with the
+                latest snapshot. On the event stream the deadline is checked at each
+                event and keep-alive, so it may pass by up to 15 s.
+            raise_on_failure: raise `JobFailed` or `JobCancelled` instead of returning a
+                job that did not succeed.
+            use_events: False to poll from the start.
+        """
+        waiter = Waiter(job, timeout, raise_on_failure)
+        if waiter.finished:
+            return waiter.outcome()
+        if use_events:
+            try:
+                with self._event_stream(waiter.job_id, waiter.stream_read_timeout()) as snapshots:
+                    for snapshot in snapshots:
+                        if snapshot is not None and waiter.observe(snapshot):
+                            return waiter.outcome()
+                        if waiter.expired():
+                            raise waiter.timed_out()
+            except LongrunError as exc:
+                if not stream_failure_falls_back(exc):
+                    raise
+        while not waiter.expired():
+            snapshot = self.get_job(waiter.job_id)
+            if waiter.observe(snapshot):
+                return waiter.outcome()
+            time.sleep(waiter.poll_delay(snapshot))
+        raise waiter.timed_out()
+
+    # Webhooks
+
+    def create_webhook_endpoint(self, url: str, events: Sequence[EventType]) -> WebhookEndpoint:
+        """Register an https endpoint for these events; keep the answer's `secret`, it is
+        shown only now."""
+        return self._call(routes.create_webhook_endpoint(url, events))
+
+    def list_webhook_endpoints(self) -> Page[WebhookEndpoint]:
+        """The account's endpoints, newest first (without secrets)."""
+        return self._call(routes.list_webhook_endpoints())
+
+    def get_webhook_endpoint(self, endpoint_id: str) -> WebhookEndpoint:
+        """One endpoint (without its secret)."""
+        return self._call(routes.get_webhook_endpoint(endpoint_id))
+
+    def delete_webhook_endpoint(self, endpoint_id: str) -> None:
+        """Delete an endpoint; its pending deliveries end `failed`."""
+        self._call(routes.delete_webhook_endpoint(endpoint_id))
+
+    def rotate_webhook_secret(self, endpoint_id: str) -> WebhookEndpoint:
+        """A new secret (in `secret`, shown only now); the old one keeps signing beside
+        it for a while (24 hours by default)."""
+        return self._call(routes.rotate_webhook_secret(endpoint_id))
+
+    def list_deliveries(
+        self, endpoint_id: str, *, limit: int | None = None, cursor: str | None = None
+    ) -> Page[WebhookDelivery]:
+        """One page of an endpoint's deliveries, newest first, each with its attempts."""
+        return self._call(routes.list_deliveries(endpoint_id, limit, cursor))
+
+    def iter_deliveries(
+        self, endpoint_id: str, *, page_size: int = 100
+    ) -> Iterator[WebhookDelivery]:
+        """Every delivery of an endpoint, newest first, a page at a time."""
+        return self._pages(lambda cursor: routes.list_deliveries(endpoint_id, page_size, cursor))
+
+    def retry_delivery(self, delivery_id: str) -> WebhookDelivery:
+        """Make one more attempt of a delivery now; `Conflict` if its endpoint is disabled."""
+        return self._call(routes.retry_delivery(delivery_id))
+
+    # Usage
+
+    def get_usage(self) -> Usage:
+        """Claude tokens used by the account's analyses, per model."""
+        return self._call(routes.get_usage())
+
+    # Operators (an admin key)
+
+    def list_dead_letters(
+        self,
+        *,
+        kind: str | None = None,
+        account: str | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> Page[DeadLetter]:
+        """One page of dead letters (jobs that failed for good), newest first."""
+        return self._call(routes.list_dead_letters(kind, account, limit, cursor))
+
+    def iter_dead_letters(
+        self, *, kind: str | None = None, account: str | None = None, page_size: int = 100
+    ) -> Iterator[DeadLetter]:
+        """Every dead letter, newest first, a page at a time."""
+        return self._pages(
+            lambda cursor: routes.list_dead_letters(kind, account, page_size, cursor)
+        )
+
+    def get_dead_letter(self, job_id: str) -> DeadLetter:
+        """One dead letter, with its traceback and attempts."""
+        return self._call(routes.get_dead_letter(job_id))
+
+    def replay_dead_letter(self, job_id: str) -> Job:
+        """Run a dead job again as a new job of its account (`replay_of` set); `Conflict`
+        once it has been replayed."""
+        return self._call(routes.replay_dead_letter(job_id))
+
+    def create_canary(self, *, idempotency_key: str | None = None) -> Job:
+        """Enqueue a canary job: a worker round-trips a small object through S3."""
+        return self._call(routes.create_canary(idempotency_key))
+
+    # The machinery
+
+    def _call(self, call: Call[T]) -> T:
+        """Send `call`, again after a retryable failure as the retry policy says, and read
+        its answer."""
+        retry = 0
+        while True:
+            request = self._core.build(self._http, call)
+            try:
+                response = self._http.send(request)
+            except httpx.TransportError as exc:
+                delay = self._core.retry.after_error(exc, retry, call.repeatable)
+                if delay is None:
+                    raise connection_error(exc) from exc
+            else:
+                delay = self._core.retry.after_response(response, retry, call.repeatable)
+                if delay is None:
+                    return self._core.read(call, response)
+            time.sleep(delay)
+            retry += 1
+
+    def _pages(self, page: Callable[[str | None], Call[Page[T]]]) -> Iterator[T]:
+        cursor: str | None = None
+        while True:
+            current = self._call(page(cursor))
+            yield from current.data
+            if not current.next_cursor:
+                return
+            cursor = current.next_cursor
+
+    @contextlib.contextmanager
+    def _event_stream(self, job_id: str, read_timeout: float) -> Iterator[Iterator[Job | None]]:
+        """Open the job's event stream; the iterator yields its `job` snapshots, and None
+        for each other line (a keep-alive), so a reader can check its deadline."""
+        request = self._core.stream_request(
+            self._http, routes.job_events_path(job_id), read_timeout
+        )
+        try:
+            response = self._http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise connection_error(exc) from exc
+        try:
+            if response.is_error:
+                response.read()
+            self._core.check_stream(response)
+            with contextlib.closing(self._snapshots(response)) as snapshots:
+                yield snapshots
+        finally:
+            response.close()
+
+    @staticmethod
+    def _snapshots(response: httpx.Response) -> Generator[Job | None, None, None]:
+        parser = EventStreamParser()
+        try:
+            for line in response.iter_lines():
+                event = parser.feed(line)
+                yield job_from_event(event) if event is not None else None
+        except httpx.TransportError as exc:
+            raise connection_error(exc) from exc
