@@ -61,6 +61,7 @@ def check_documents(entries: list[dict], docs: list[dict]) -> None:
         }
 
 
+@pytest.mark.s3_servers
 async def test_zip_export_of_25_documents_downloads_and_checks_out(settings, client, worker):
     docs = await add_documents(client, "u-zip", 25)
     await add_documents(client, "someone-else", 2)
@@ -87,6 +88,7 @@ async def test_zip_export_of_25_documents_downloads_and_checks_out(settings, cli
     )
 
 
+@pytest.mark.s3_servers
 async def test_ndjson_export_is_gzipped_json_lines(settings, client, worker, claude):
     docs = await add_documents(client, "u-nd", 25)
     analysis = (
@@ -106,6 +108,7 @@ async def test_ndjson_export_is_gzipped_json_lines(settings, client, worker, cla
     assert all(e["latest_analysis"] is None for e in entries if e["id"] != docs[0]["id"])
 
 
+@pytest.mark.s3_servers
 async def test_user_without_documents_gets_a_valid_empty_export(client, worker):
     zipped = await finished(client, (await export(client, "nobody", "zip"))["id"])
     lines = await finished(client, (await export(client, "nobody", "ndjson"))["id"])
@@ -120,6 +123,7 @@ async def test_user_without_documents_gets_a_valid_empty_export(client, worker):
     assert zipped["result"]["documents"] == lines["result"]["documents"] == 0
 
 
+@pytest.mark.s3_servers
 async def test_presigned_url_is_fresh_at_each_lookup_and_expires(settings, client, worker):
     job = await finished(client, (await export(client, "nobody", "zip"))["id"])
     again = (await client.get(f"/v1/jobs/{job['id']}", headers=ACME)).json()
@@ -128,6 +132,7 @@ async def test_presigned_url_is_fresh_at_each_lookup_and_expires(settings, clien
     assert again["result"]["download_url"].startswith(settings.s3_endpoint_url + "/")
 
 
+@pytest.mark.s3_servers
 async def test_export_survives_s3_being_unreachable_for_a_while(settings, client, s3_server):
     docs = await add_documents(client, "u-outage", 5)
     proxy = Proxy(target_port=s3_server.port).start()
@@ -153,6 +158,7 @@ async def test_export_survives_s3_being_unreachable_for_a_while(settings, client
     assert objects == [f"exports/acme/{job['id']}.zip"] and uploads == []
 
 
+@pytest.mark.s3_servers
 async def test_s3_outage_mid_upload_stays_transient_and_leaves_no_open_upload(
     settings, client, redis, s3_server
 ):
@@ -184,6 +190,7 @@ async def test_s3_outage_mid_upload_stays_transient_and_leaves_no_open_upload(
     assert objects == [f"exports/acme/{job['id']}.zip"] and uploads == []
 
 
+@pytest.mark.s3_servers
 async def test_cancel_during_export_leaves_no_object_and_no_open_upload(
     settings, client, redis, s3_server
 ):
