@@ -10,7 +10,8 @@ aborts it later, once the job has ended: no partial archive is ever visible and
 no parts are orphaned.
 
 `zip` holds `documents/<id>.json` and `manifest.json` (SHA-256 per entry);
-`ndjson` is gzip-compressed JSON lines, one document per line.
+`ndjson` is JSON lines, one document per line, stored gzip-compressed with
+`Content-Encoding: gzip`, so a plain HTTP GET of its download URL reads NDJSON.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ from jobs.runner import JobKind, JobRun
 from jobs.storage import Storage, translate_s3_error
 from jobs.zipstream import ZipStream
 
-FORMATS = {
-    "zip": ("zip", "application/zip"),
-    "ndjson": ("ndjson.gz", "application/x-ndjson+gzip"),
+# format: (key extension, Content-Type, Content-Encoding)
+FORMATS: dict[str, tuple[str, str, str | None]] = {
+    "zip": ("zip", "application/zip", None),
+    "ndjson": ("ndjson.gz", "application/x-ndjson", "gzip"),
 }
 FETCH_CONCURRENCY = 16
 
@@ -86,21 +88,31 @@ class PartSink:
 class MultipartUpload:
     """One S3 multipart upload, its parts uploaded as they fill."""
 
-    def __init__(self, storage: Storage, key: str, content_type: str, part_bytes: int) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        key: str,
+        content_type: str,
+        part_bytes: int,
+        content_encoding: str | None = None,
+    ) -> None:
         self.storage = storage
         self.key = key
         self.content_type = content_type
+        self.content_encoding = content_encoding
         self.part_bytes = part_bytes
         self.upload_id: str | None = None
         self.parts: list[dict[str, Any]] = []
         self.size = 0
 
     async def start(self) -> str:
+        encoding = {"ContentEncoding": self.content_encoding} if self.content_encoding else {}
         answer = await self._call(
             "create_multipart_upload",
             Bucket=self.storage.bucket,
             Key=self.key,
             ContentType=self.content_type,
+            **encoding,
         )
         self.upload_id = answer["UploadId"]
         return answer["UploadId"]
@@ -263,7 +275,7 @@ async def build_export(run: JobRun, args: dict[str, Any]) -> dict[str, Any]:
     deps = run.deps
     storage, settings = deps.storage, deps.settings
     fmt, user_id = args["format"], args["user_id"]
-    content_type = FORMATS[fmt][1]
+    _, content_type, content_encoding = FORMATS[fmt]
     key = export_key(run.account, run.job_id, fmt)
     marker = upload_marker_key(run.job_id)
     earlier = await deps.redis.get(marker)
@@ -272,7 +284,9 @@ async def build_export(run: JobRun, args: dict[str, Any]) -> dict[str, Any]:
         await abort_upload(storage, key, earlier.decode())
     total = await count_documents(storage, run.account, user_id)
     await run.progress(0.0, f"0/{total} documents")
-    upload = MultipartUpload(storage, key, content_type, settings.export_part_bytes)
+    upload = MultipartUpload(
+        storage, key, content_type, settings.export_part_bytes, content_encoding
+    )
     upload_id = await upload.start()
     await deps.redis.set(marker, upload_id, ex=7 * 24 * 3600)
     try:

@@ -6,11 +6,13 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import zipfile
 
 import httpx
 import pytest
 
+from jobs.exports import export_key
 from jobs.storage import open_storage
 from tests.conftest import ACME, GLOBEX, api_client, eventually, running_worker
 from tests.support.proxy import Proxy
@@ -72,6 +74,10 @@ async def test_zip_export_of_25_documents_downloads_and_checks_out(settings, cli
     async with httpx.AsyncClient() as plain:
         download = await plain.get(result["download_url"])
     assert download.status_code == 200 and len(download.content) == result["size_bytes"]
+    assert download.headers["content-type"] == "application/zip"
+    assert "content-encoding" not in download.headers
+    # A multipart upload's ETag: the MD5 of its parts' MD5s, and how many parts there were.
+    assert re.fullmatch(r'"[0-9a-f]{32}-1"', download.headers["etag"])
     archive = zipfile.ZipFile(io.BytesIO(download.content))
     manifest = json.loads(archive.read("manifest.json"))
     assert manifest["job_id"] == job["id"] and manifest["user_id"] == "u-zip"
@@ -96,10 +102,19 @@ async def test_ndjson_export_is_gzipped_json_lines(settings, client, worker, cla
     ).json()
     assert (await finished(client, analysis["id"]))["state"] == "succeeded"
     job = await finished(client, (await export(client, "u-nd", "ndjson"))["id"])
-    assert job["result"]["content_type"] == "application/x-ndjson+gzip"
+    assert job["result"]["content_type"] == "application/x-ndjson"
     async with httpx.AsyncClient() as plain:
         download = await plain.get(job["result"]["download_url"])
-    lines = gzip.decompress(download.content).decode().splitlines()
+    # Stored compressed, served as NDJSON with `Content-Encoding: gzip`: a plain GET reads
+    # JSON lines, and what went over the wire is the stored (compressed) object.
+    assert download.headers["content-type"] == "application/x-ndjson"
+    assert download.headers["content-encoding"] == "gzip"
+    assert download.num_bytes_downloaded == job["result"]["size_bytes"]
+    assert re.fullmatch(r'"[0-9a-f]{32}-1"', download.headers["etag"])
+    async with open_storage(settings) as storage:
+        stored = await storage.get_bytes(export_key("acme", job["id"], "ndjson"))
+    assert gzip.decompress(stored) == download.content
+    lines = download.text.splitlines()
     entries = [json.loads(line) for line in lines]
     check_documents(entries, docs)
     analysed = next(e for e in entries if e["id"] == docs[0]["id"])
@@ -116,10 +131,11 @@ async def test_user_without_documents_gets_a_valid_empty_export(client, worker):
         archive = zipfile.ZipFile(
             io.BytesIO((await plain.get(zipped["result"]["download_url"])).content)
         )
-        ndjson = (await plain.get(lines["result"]["download_url"])).content
+        ndjson = await plain.get(lines["result"]["download_url"])
     assert archive.namelist() == ["manifest.json"]
     assert json.loads(archive.read("manifest.json"))["count"] == 0
-    assert gzip.decompress(ndjson) == b""
+    assert ndjson.headers["content-encoding"] == "gzip" and ndjson.content == b""
+    assert ndjson.num_bytes_downloaded == lines["result"]["size_bytes"] > 0
     assert zipped["result"]["documents"] == lines["result"]["documents"] == 0
 
 
