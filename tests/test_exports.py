@@ -7,12 +7,14 @@ import hashlib
 import io
 import json
 import re
+import time
 import zipfile
 
 import httpx
 import pytest
 
-from jobs.exports import export_key
+from jobs.exports import abort_stale_uploads, export_key, export_view
+from jobs.records import JobStore, record_key
 from jobs.storage import open_storage
 from tests.conftest import ACME, GLOBEX, api_client, eventually, running_worker
 from tests.support.proxy import Proxy
@@ -146,6 +148,67 @@ async def test_presigned_url_is_fresh_at_each_lookup_and_expires(settings, clien
     assert "X-Amz-Expires=3600" in job["result"]["download_url"]
     assert job["result"]["expires_at"] <= again["result"]["expires_at"]
     assert again["result"]["download_url"].startswith(settings.s3_endpoint_url + "/")
+
+
+@pytest.mark.s3_servers
+async def test_download_url_is_refused_once_expired_or_altered(settings, client, worker, s3_server):
+    if not s3_server.verifies_signatures:
+        pytest.skip("moto serves a presigned URL whatever its signature, expiry or host")
+    job = await finished(client, (await export(client, "nobody", "zip"))["id"])
+    url = job["result"]["download_url"]
+    async with open_storage(settings) as storage:
+        stored = {"format": "zip", "size_bytes": 0, "documents": 0}
+        key = export_key("acme", job["id"], "zip")
+        brief = (await export_view(storage, 1, {**stored, "key": key}))["download_url"]
+    async with httpx.AsyncClient() as plain:
+        assert (await plain.get(url)).status_code == 200
+        # The expiry, the key and the host are all signed: a URL works only as minted, at
+        # the address it was minted for (path-style at S3_ENDPOINT_URL).
+        longer = url.replace("X-Amz-Expires=3600", "X-Amz-Expires=604800")
+        assert longer != url and (await plain.get(longer)).status_code == 403
+        other = url.replace(f"/{key}?", f"/exports/acme/{job['id']}x.zip?")
+        assert other != url and (await plain.get(other)).status_code == 403
+        elsewhere = url.replace("//127.0.0.1:", "//localhost:")
+        assert elsewhere != url and (await plain.get(elsewhere)).status_code == 403
+
+        async def refused() -> bool:
+            return (await plain.get(brief)).status_code == 403
+
+        await eventually(refused, timeout=10, interval=0.2)
+
+
+@pytest.mark.s3_servers
+async def test_janitor_aborts_the_open_uploads_of_ended_jobs_only(settings, redis, s3_server):
+    """The janitor lists the open uploads under `exports/` and aborts those whose job has
+    ended, or whose record is gone and which are over an hour old."""
+    async with open_storage(settings) as storage:
+        for job_id, state in [("job_ended", "failed"), ("job_running", "running")]:
+            await redis.hset(record_key(job_id), "state", state)
+        keys = [
+            "exports/acme/job_ended.zip",
+            "exports/acme/job_running.zip",
+            "exports/acme/job_unknown.ndjson.gz",
+            "accounts/acme/users/u/other.bin",
+        ]
+        for key in keys:
+            await storage.client.create_multipart_upload(Bucket=settings.s3_bucket, Key=key)
+        listed = await storage.client.list_multipart_uploads(Bucket=settings.s3_bucket)
+        initiated = {u["Key"]: u["Initiated"] for u in listed["Uploads"]}
+        assert set(initiated) == set(keys)
+        # SeaweedFS (like S3) says when an upload began; moto dates every one 2010-11-10.
+        age_s = time.time() - initiated["exports/acme/job_unknown.ndjson.gz"].timestamp()
+        assert age_s < 60 or s3_server.name == "moto"
+        recent = age_s < 3600
+
+        aborted = await abort_stale_uploads(storage, JobStore(redis, settings))
+        left = await storage.client.list_multipart_uploads(Bucket=settings.s3_bucket)
+        again = await abort_stale_uploads(storage, JobStore(redis, settings))
+
+    expected = {"exports/acme/job_running.zip", "accounts/acme/users/u/other.bin"}
+    if recent:
+        expected.add("exports/acme/job_unknown.ndjson.gz")
+    assert {u["Key"] for u in left.get("Uploads", [])} == expected
+    assert aborted == 4 - len(expected) and again == 0
 
 
 @pytest.mark.s3_servers
