@@ -13,7 +13,14 @@ import zipfile
 import httpx
 import pytest
 
-from jobs.exports import abort_stale_uploads, export_key, export_view
+from jobs.exports import (
+    MultipartUpload,
+    PartSink,
+    abort_stale_uploads,
+    abort_upload,
+    export_key,
+    export_view,
+)
 from jobs.records import JobStore, record_key
 from jobs.storage import open_storage
 from tests.conftest import ACME, GLOBEX, api_client, eventually, running_worker
@@ -209,6 +216,25 @@ async def test_janitor_aborts_the_open_uploads_of_ended_jobs_only(settings, redi
         expected.add("exports/acme/job_unknown.ndjson.gz")
     assert {u["Key"] for u in left.get("Uploads", [])} == expected
     assert aborted == 4 - len(expected) and again == 0
+
+
+@pytest.mark.s3_servers
+async def test_aborting_an_upload_that_is_already_gone_is_no_error(settings):
+    # A rerun aborts the upload its crashed attempt left, which may be gone by then.
+    # S3 and moto answer 404 NoSuchUpload for it; SeaweedFS 204, as for an open one.
+    bucket, key = settings.s3_bucket, "exports/acme/job_gone.zip"
+    async with open_storage(settings) as storage:
+        aborted = await storage.client.create_multipart_upload(Bucket=bucket, Key=key)
+        await abort_upload(storage, key, aborted["UploadId"])
+        await abort_upload(storage, key, aborted["UploadId"])
+        upload = MultipartUpload(storage, key, "application/zip", 5 * 1024 * 1024)
+        await upload.start()
+        await upload.drain(PartSink(), final=True)
+        await upload.complete()
+        await upload.abort()
+        uploads = await storage.client.list_multipart_uploads(Bucket=bucket)
+        assert await storage.get_bytes(key) == b""
+    assert uploads.get("Uploads", []) == []
 
 
 @pytest.mark.s3_servers
