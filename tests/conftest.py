@@ -1,4 +1,9 @@
-"""Fixtures: real services (a private Redis, an S3 server over HTTP), the app, and workers."""
+"""Fixtures: real services (a private Redis, an S3 server over HTTP), the app, and workers.
+
+S3 is moto's server, a mock. A test marked `s3_servers` runs twice, against moto and
+against SeaweedFS, a real S3 server (its ids end in `[moto]` and `[seaweedfs]`): the ones
+whose subject is how S3 behaves (storage, documents, exports: multipart uploads and their
+abort, presigned downloads and their headers, listing by prefix)."""
 
 from __future__ import annotations
 
@@ -22,7 +27,14 @@ from jobs.settings import Settings
 from jobs.storage import open_storage
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.kinds import TEST_REGISTRY
-from tests.support.services import RedisServer, S3Server
+from tests.support.services import (
+    S3_ACCESS_KEY,
+    S3_SECRET_KEY,
+    RedisServer,
+    S3Server,
+    S3Service,
+    SeaweedFSServer,
+)
 
 ACME_KEY, GLOBEX_KEY, ADMIN_KEY = "acme-key", "globex-key", "admin-key"
 ACME = {"Authorization": f"Bearer {ACME_KEY}"}
@@ -37,11 +49,42 @@ def redis_server() -> Iterator[RedisServer]:
     server.stop()
 
 
+S3_SERVERS = ("moto", "seaweedfs")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "s3_servers: run the test against each S3 server: moto and SeaweedFS"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrise `s3_server` over both servers for tests marked `s3_servers`; pytest then
+    runs them grouped by server, each server started once."""
+    marked = metafunc.definition.get_closest_marker("s3_servers")
+    if marked and "s3_server" in metafunc.fixturenames:
+        metafunc.parametrize("s3_server", S3_SERVERS, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Server]:
+def moto_server() -> Iterator[S3Server]:
     server = S3Server().start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def seaweedfs_server() -> Iterator[SeaweedFSServer]:
+    server = SeaweedFSServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(request: pytest.FixtureRequest) -> S3Service:
+    """The S3 server of this test: moto, or the one it is parametrised with (`s3_servers`).
+    The servers themselves are session fixtures of their own, so switching starts none again."""
+    return request.getfixturevalue(f"{getattr(request, 'param', 'moto')}_server")
 
 
 def make_settings(redis_url: str, s3_url: str, **overrides: Any) -> Settings:
@@ -50,8 +93,8 @@ def make_settings(redis_url: str, s3_url: str, **overrides: Any) -> Settings:
         "redis_url": redis_url,
         "s3_endpoint_url": s3_url,
         "s3_bucket": "longrun-test",
-        "aws_access_key_id": "testing",
-        "aws_secret_access_key": "testing",
+        "aws_access_key_id": S3_ACCESS_KEY,
+        "aws_secret_access_key": S3_SECRET_KEY,
         "api_keys": {"acme": [f"plain:{ACME_KEY}"], "globex": [f"plain:{GLOBEX_KEY}"]},
         "admin_api_keys": [f"plain:{ADMIN_KEY}"],
         "job_retry_base_seconds": 0.05,
@@ -68,7 +111,7 @@ def make_settings(redis_url: str, s3_url: str, **overrides: Any) -> Settings:
 
 @pytest.fixture
 async def settings(
-    redis_server: RedisServer, s3_server: S3Server, fake_claude: FakeAnthropic
+    redis_server: RedisServer, s3_server: S3Service, fake_claude: FakeAnthropic
 ) -> Settings:
     """Fresh settings over an emptied Redis and S3, with the bucket made."""
     redis = Redis.from_url(redis_server.url)

@@ -278,6 +278,7 @@ async def _check_books(
             fresh = (
                 await api.call("GET", f"/v1/jobs/{item.job_id}", ACCOUNTS[item.account])
             ).json()
+            # An NDJSON export is served with `Content-Encoding: gzip`: httpx undoes it.
             archive = (await plain.get(fresh["result"]["download_url"])).content
             count = _check_archive(fresh["result"]["format"], archive, item.job_id)
             assert count == fresh["result"]["documents"] == docs_of[(item.account, item.user_id)]

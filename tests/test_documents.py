@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from jobs.storage import open_storage
 from tests.conftest import ACME, GLOBEX, api_client, eventually, make_settings
 from tests.support.services import free_port
@@ -17,6 +19,7 @@ async def s3_keys(settings, prefix: str = "") -> list[str]:
         return [o["Key"] for o in answer.get("Contents", [])]
 
 
+@pytest.mark.s3_servers
 async def test_json_document_is_stored_in_s3_under_its_user(settings, client):
     answer = await client.post(
         "/v1/documents", headers=ACME, json={"user_id": "u-1", "title": "Memo", "text": "héllo"}
@@ -34,6 +37,7 @@ async def test_json_document_is_stored_in_s3_under_its_user(settings, client):
     assert again.status_code == 200 and again.json() == doc
 
 
+@pytest.mark.s3_servers
 async def test_multipart_upload_of_a_text_file_is_stored(settings, client):
     answer = await client.post(
         "/v1/documents",
@@ -46,6 +50,7 @@ async def test_multipart_upload_of_a_text_file_is_stored(settings, client):
     assert len(await s3_keys(settings, "accounts/acme/users/u-2/")) == 1
 
 
+@pytest.mark.s3_servers
 async def test_oversized_documents_are_413_and_nothing_is_stored(settings, client):
     too_big = "x" * (settings.max_document_bytes + 1)
     as_json = await client.post(
@@ -59,6 +64,7 @@ async def test_oversized_documents_are_413_and_nothing_is_stored(settings, clien
     assert await s3_keys(settings) == []
 
 
+@pytest.mark.s3_servers
 async def test_bad_documents_are_4xx_problems(settings, client):
     cases = [
         ({"json": {"user_id": "../etc", "text": "t"}}, 422),

@@ -6,13 +6,21 @@ import gzip
 import hashlib
 import io
 import json
+import re
+import time
 import zipfile
 
 import httpx
 import pytest
 
+from jobs.engine.keys import record as record_key
+from jobs.engine.store import JobStore
+from jobs.exports import export_key
+from jobs.exports.job import present_export
+from jobs.exports.uploads import MultipartUpload, PartSink, abort_stale_uploads, abort_upload
 from jobs.storage import open_storage
 from tests.conftest import ACME, GLOBEX, api_client, eventually, running_worker
+from tests.support.kinds import TEST_REGISTRY
 from tests.support.proxy import Proxy
 
 
@@ -61,6 +69,7 @@ def check_documents(entries: list[dict], docs: list[dict]) -> None:
         }
 
 
+@pytest.mark.s3_servers
 async def test_zip_export_of_25_documents_downloads_and_checks_out(settings, client, worker):
     docs = await add_documents(client, "u-zip", 25)
     await add_documents(client, "someone-else", 2)
@@ -71,6 +80,10 @@ async def test_zip_export_of_25_documents_downloads_and_checks_out(settings, cli
     async with httpx.AsyncClient() as plain:
         download = await plain.get(result["download_url"])
     assert download.status_code == 200 and len(download.content) == result["size_bytes"]
+    assert download.headers["content-type"] == "application/zip"
+    assert "content-encoding" not in download.headers
+    # A multipart upload's ETag: the MD5 of its parts' MD5s, and how many parts there were.
+    assert re.fullmatch(r'"[0-9a-f]{32}-1"', download.headers["etag"])
     archive = zipfile.ZipFile(io.BytesIO(download.content))
     manifest = json.loads(archive.read("manifest.json"))
     assert manifest["job_id"] == job["id"] and manifest["user_id"] == "u-zip"
@@ -87,6 +100,7 @@ async def test_zip_export_of_25_documents_downloads_and_checks_out(settings, cli
     )
 
 
+@pytest.mark.s3_servers
 async def test_ndjson_export_is_json_lines_served_gzip_encoded(settings, client, worker, claude):
     docs = await add_documents(client, "u-nd", 25)
     analysis = (
@@ -98,12 +112,14 @@ async def test_ndjson_export_is_json_lines_served_gzip_encoded(settings, client,
     assert job["result"]["content_encoding"] == "gzip"
     async with httpx.AsyncClient() as plain:
         download = await plain.get(job["result"]["download_url"])
-        async with plain.stream("GET", job["result"]["download_url"]) as stream:
-            stored = b"".join([chunk async for chunk in stream.aiter_raw()])
-    # Stored compressed, served as NDJSON with Content-Encoding: gzip: a plain GET (httpx,
-    # curl --compressed, a browser) reads the lines.
+    # Stored compressed, served as NDJSON with `Content-Encoding: gzip`: a plain GET reads
+    # JSON lines, and what went over the wire is the stored (compressed) object.
     assert download.headers["content-type"] == "application/x-ndjson"
     assert download.headers["content-encoding"] == "gzip"
+    assert download.num_bytes_downloaded == job["result"]["size_bytes"]
+    assert re.fullmatch(r'"[0-9a-f]{32}-1"', download.headers["etag"])
+    async with open_storage(settings) as storage:
+        stored = await storage.get_bytes(export_key("acme", job["id"], "ndjson"))
     assert gzip.decompress(stored) == download.content
     lines = download.text.splitlines()
     entries = [json.loads(line) for line in lines]
@@ -114,6 +130,7 @@ async def test_ndjson_export_is_json_lines_served_gzip_encoded(settings, client,
     assert all(e["latest_analysis"] is None for e in entries if e["id"] != docs[0]["id"])
 
 
+@pytest.mark.s3_servers
 async def test_user_without_documents_gets_a_valid_empty_export(client, worker):
     zipped = await finished(client, (await export(client, "nobody", "zip"))["id"])
     lines = await finished(client, (await export(client, "nobody", "ndjson"))["id"])
@@ -121,13 +138,15 @@ async def test_user_without_documents_gets_a_valid_empty_export(client, worker):
         archive = zipfile.ZipFile(
             io.BytesIO((await plain.get(zipped["result"]["download_url"])).content)
         )
-        ndjson = (await plain.get(lines["result"]["download_url"])).content
+        ndjson = await plain.get(lines["result"]["download_url"])
     assert archive.namelist() == ["manifest.json"]
     assert json.loads(archive.read("manifest.json"))["count"] == 0
-    assert gzip.decompress(ndjson) == b""
+    assert ndjson.headers["content-encoding"] == "gzip" and ndjson.content == b""
+    assert ndjson.num_bytes_downloaded == lines["result"]["size_bytes"] > 0
     assert zipped["result"]["documents"] == lines["result"]["documents"] == 0
 
 
+@pytest.mark.s3_servers
 async def test_presigned_url_is_fresh_at_each_lookup_and_expires(settings, client, worker):
     job = await finished(client, (await export(client, "nobody", "zip"))["id"])
     again = (await client.get(f"/v1/jobs/{job['id']}", headers=ACME)).json()
@@ -136,6 +155,90 @@ async def test_presigned_url_is_fresh_at_each_lookup_and_expires(settings, clien
     assert again["result"]["download_url"].startswith(settings.s3_endpoint_url + "/")
 
 
+@pytest.mark.s3_servers
+async def test_download_url_is_refused_once_expired_or_altered(settings, client, worker, s3_server):
+    if not s3_server.verifies_signatures:
+        pytest.skip("moto serves a presigned URL whatever its signature, expiry or host")
+    job = await finished(client, (await export(client, "nobody", "zip"))["id"])
+    url = job["result"]["download_url"]
+    async with open_storage(settings) as storage:
+        stored = {"format": "zip", "size_bytes": 0, "documents": 0}
+        key = export_key("acme", job["id"], "zip")
+        one_second = settings.model_copy(update={"export_url_ttl_seconds": 1})
+        brief = (await present_export(storage, one_second, {**stored, "key": key}))[
+            "download_url"
+        ]
+    async with httpx.AsyncClient() as plain:
+        assert (await plain.get(url)).status_code == 200
+        # The expiry, the key and the host are all signed: a URL works only as minted, at
+        # the address it was minted for (path-style at S3_ENDPOINT_URL).
+        longer = url.replace("X-Amz-Expires=3600", "X-Amz-Expires=604800")
+        assert longer != url and (await plain.get(longer)).status_code == 403
+        other = url.replace(f"/{key}?", f"/exports/acme/{job['id']}x.zip?")
+        assert other != url and (await plain.get(other)).status_code == 403
+        elsewhere = url.replace("//127.0.0.1:", "//localhost:")
+        assert elsewhere != url and (await plain.get(elsewhere)).status_code == 403
+
+        async def refused() -> bool:
+            return (await plain.get(brief)).status_code == 403
+
+        await eventually(refused, timeout=10, interval=0.2)
+
+
+@pytest.mark.s3_servers
+async def test_janitor_aborts_the_open_uploads_of_ended_jobs_only(settings, redis, s3_server):
+    """The janitor lists the open uploads under `exports/` and aborts those whose job has
+    ended, or whose record is gone and which are over an hour old."""
+    async with open_storage(settings) as storage:
+        for job_id, state in [("job_ended", "failed"), ("job_running", "running")]:
+            await redis.hset(record_key(job_id), "state", state)
+        keys = [
+            "exports/acme/job_ended.zip",
+            "exports/acme/job_running.zip",
+            "exports/acme/job_unknown.ndjson.gz",
+            "accounts/acme/users/u/other.bin",
+        ]
+        for key in keys:
+            await storage.client.create_multipart_upload(Bucket=settings.s3_bucket, Key=key)
+        listed = await storage.client.list_multipart_uploads(Bucket=settings.s3_bucket)
+        initiated = {u["Key"]: u["Initiated"] for u in listed["Uploads"]}
+        assert set(initiated) == set(keys)
+        # SeaweedFS (like S3) says when an upload began; moto dates every one 2010-11-10.
+        age_s = time.time() - initiated["exports/acme/job_unknown.ndjson.gz"].timestamp()
+        assert age_s < 60 or s3_server.name == "moto"
+        recent = age_s < 3600
+
+        aborted = await abort_stale_uploads(storage, JobStore(redis, settings, TEST_REGISTRY))
+        left = await storage.client.list_multipart_uploads(Bucket=settings.s3_bucket)
+        again = await abort_stale_uploads(storage, JobStore(redis, settings, TEST_REGISTRY))
+
+    expected = {"exports/acme/job_running.zip", "accounts/acme/users/u/other.bin"}
+    if recent:
+        expected.add("exports/acme/job_unknown.ndjson.gz")
+    assert {u["Key"] for u in left.get("Uploads", [])} == expected
+    assert aborted == 4 - len(expected) and again == 0
+
+
+@pytest.mark.s3_servers
+async def test_aborting_an_upload_that_is_already_gone_is_no_error(settings):
+    # A rerun aborts the upload its crashed attempt left, which may be gone by then.
+    # S3 and moto answer 404 NoSuchUpload for it; SeaweedFS 204, as for an open one.
+    bucket, key = settings.s3_bucket, "exports/acme/job_gone.zip"
+    async with open_storage(settings) as storage:
+        aborted = await storage.client.create_multipart_upload(Bucket=bucket, Key=key)
+        await abort_upload(storage, key, aborted["UploadId"])
+        await abort_upload(storage, key, aborted["UploadId"])
+        upload = MultipartUpload(storage, key, "application/zip", 5 * 1024 * 1024)
+        await upload.start()
+        await upload.drain(PartSink(), final=True)
+        await upload.complete()
+        await upload.abort()
+        uploads = await storage.client.list_multipart_uploads(Bucket=bucket)
+        assert await storage.get_bytes(key) == b""
+    assert uploads.get("Uploads", []) == []
+
+
+@pytest.mark.s3_servers
 async def test_export_survives_s3_being_unreachable_for_a_while(settings, client, s3_server):
     docs = await add_documents(client, "u-outage", 5)
     proxy = Proxy(target_port=s3_server.port).start()
@@ -161,6 +264,7 @@ async def test_export_survives_s3_being_unreachable_for_a_while(settings, client
     assert objects == [f"exports/acme/{job['id']}.zip"] and uploads == []
 
 
+@pytest.mark.s3_servers
 async def test_s3_outage_mid_upload_stays_transient_and_leaves_no_open_upload(
     settings, client, redis, s3_server
 ):
@@ -192,6 +296,7 @@ async def test_s3_outage_mid_upload_stays_transient_and_leaves_no_open_upload(
     assert objects == [f"exports/acme/{job['id']}.zip"] and uploads == []
 
 
+@pytest.mark.s3_servers
 async def test_cancel_during_export_leaves_no_object_and_no_open_upload(
     settings, client, redis, s3_server
 ):
