@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Make .venv with the project and its dev tools; reinstall only when pyproject.toml changed.
-# Sourced by dev.sh and test.sh.
+# Make .venv from the dev lock (requirements-dev.lock: the runtime pins plus the dev tools, each
+# checked against its hash), then the project itself, editable, without dependencies. Reinstall
+# only when the lock or pyproject.toml changed. Sourced by dev.sh, test.sh, audit.sh and CI.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PYTHON:-python3}"
@@ -12,9 +13,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=".venv/.longrun-installed"
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+want="$(cat requirements-dev.lock pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[dev]'
+  # The lock pins pip and setuptools too: the project is built with the locked setuptools
+  # (--no-build-isolation), so nothing unpinned is fetched.
+  .venv/bin/python -m pip install --quiet --require-hashes -r requirements-dev.lock
+  .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
   echo "$want" > "$stamp"
 fi
