@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Make .venv with the project, its dev tools and the Python client (client/); reinstall only
-# when pyproject.toml or client/pyproject.toml changed.
-# Sourced by dev.sh and test.sh.
+# Make .venv from the dev lock (requirements-dev.lock: the runtime pins plus the dev tools, each
+# checked against its hash), then the project and its Python client (client/), editable,
+# without dependencies (the client's are in the lock). Reinstall only when the lock or a
+# pyproject.toml changed. Sourced by dev.sh, test.sh, audit.sh and CI.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PYTHON:-python3}"
@@ -13,10 +14,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=".venv/.longrun-installed"
-want="$(cat pyproject.toml client/pyproject.toml | sha256sum | cut -d' ' -f1)"
+want="$(cat requirements-dev.lock pyproject.toml client/pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[dev]'
-  .venv/bin/python -m pip install --quiet -e ./client
+  # The lock pins pip and setuptools too: the project is built with the locked setuptools
+  # (--no-build-isolation), so nothing unpinned is fetched.
+  .venv/bin/python -m pip install --quiet --require-hashes -r requirements-dev.lock
+  .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e . -e ./client
   echo "$want" > "$stamp"
 fi
