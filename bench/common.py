@@ -40,11 +40,20 @@ MAX_DIRTY_PATHS = 20
 # share `.venv` (SAQ, moto). Each JSON file records all of their versions.
 OUR_LIBRARIES = (
     "fastapi", "starlette", "uvicorn", "uvloop", "httptools", "pydantic", "pydantic-settings",
-    "arq", "redis", "hiredis", "httpx", "httpcore", "anthropic", "aioboto3", "aiobotocore",
-    "botocore", "prometheus-client", "python-ulid", "standardwebhooks", "cryptography",
-    "saq", "moto",
+    "arq", "redis", "hiredis", "httpx", "httpcore", "httpx2", "anthropic", "aioboto3",
+    "aiobotocore", "botocore", "prometheus-client", "python-ulid", "standardwebhooks",
+    "cryptography", "saq", "moto",
 )  # fmt: skip
-CELERY_LIBRARIES = ("celery", "kombu", "billiard", "redis", "anthropic", "httpx", "gevent")
+CELERY_LIBRARIES = (
+    "celery",
+    "kombu",
+    "billiard",
+    "redis",
+    "anthropic",
+    "httpx",
+    "httpx2",
+    "gevent",
+)
 
 
 def log(message: str) -> None:
@@ -264,10 +273,9 @@ def package_versions(*names: str) -> dict[str, str]:
     """Installed versions in this interpreter's environment, plus Python and redis-server."""
     found: dict[str, str] = {}
     for name in names:
-        try:
+        # A library missing from this environment is not involved (httpx2 or httpx, say).
+        with contextlib.suppress(PackageNotFoundError):
             found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = "not installed"
     found["python"] = platform.python_version()
     answer = subprocess.run(
         ["redis-server", "--version"], capture_output=True, text=True, timeout=10, check=False
@@ -292,8 +300,8 @@ def celery_versions() -> dict[str, str] | None:
         "    try:\n"
         "        return version(n)\n"
         "    except PackageNotFoundError:\n"
-        "        return 'not installed'\n"
-        f"found = {{n: v(n) for n in {CELERY_LIBRARIES!r}}}\n"
+        "        return None\n"
+        f"found = {{n: v(n) for n in {CELERY_LIBRARIES!r} if v(n)}}\n"
         "found['python'] = platform.python_version(); print(json.dumps(found))"
     )
     answer = subprocess.run(

@@ -674,7 +674,7 @@ def main() -> None:
             "rss_sample_interval_s": SAMPLE_EVERY_S,
             "sides": {f"docs-{docs}": f"{docs} documents, {args.format}" for docs in sizes},
         },
-        versions={**our_versions(), "redis-server": redis_server_version()},
+        versions=our_versions(),
     )
     declare(recorder, sizes)
     runs: list[dict[str, Any]] = []

@@ -271,7 +271,8 @@ def declare(recorder: Recorder, configs: list[tuple[str, int]]) -> None:
     for workers in sorted({w for _, w in configs}):
         if ("ours", workers) in configs and ("bare", workers) in configs:
             recorder.figure(
-                f"ratio.w{workers}.ours_over_bare", f"ours/bare requests/s, {workers} workers",
+                f"ratio.w{workers}.ours_over_bare",
+                f"ours/bare requests/s, uvicorn --workers {workers}",
                 "x", "higher", digits=2,
             )  # fmt: skip
     recorder.figure("other_cpu_s", "CPU other processes used per run", "s", None, digits=1)
