@@ -181,6 +181,45 @@ ANALYSIS = envelope(
     },
     commit="a1b2c3d4e5f60718293a4b5c6d7e8f9012345678",
 )
+HTTP = envelope(
+    "http_enqueue",
+    {
+        "ours-w1.requests_per_s": (
+            "ours-w1: requests/s",
+            "requests/s",
+            "higher",
+            [3310.4, 3281.2, 3460.9],
+        ),
+        "bare-w1.requests_per_s": (
+            "bare-w1: requests/s",
+            "requests/s",
+            "higher",
+            [4173.5, 3996.1, 4194.8],
+        ),
+        "ratio.w1.ours_over_bare": (
+            "ours/bare requests/s, uvicorn --workers 1",
+            "x",
+            "higher",
+            [0.79, 0.82, 0.83],
+        ),
+        "ours.redis_round_trips": (
+            "ours: Redis round trips per request",
+            "round trips",
+            "lower",
+            [1.0],
+        ),
+        "bare.redis_round_trips": (
+            "bare: Redis round trips per request",
+            "round trips",
+            "lower",
+            [3.0],
+        ),
+    },
+    {"connections": 64, "sides": {"ours-w1": "POST /v1/exports", "bare-w1": "bare enqueue_job"}},
+    commit="a1b2c3d4e5f60718293a4b5c6d7e8f9012345678",
+)
+for _side in ("ours", "bare"):  # counted once by design: a basis, not repetitions
+    HTTP["figures"][f"{_side}.redis_round_trips"].update(basis="counted over 50 requests", digits=1)
 UNREGISTERED = envelope(
     "fairness_probe",
     {"tenant-a.share": ("tenant a: share of slots", "%", None, [48.2, 51.7, 50.3])},
@@ -188,6 +227,7 @@ UNREGISTERED = envelope(
     commit="a1b2c3d4e5f60718293a4b5c6d7e8f9012345678",
 )
 FIXTURE = {
+    "http_enqueue": HTTP,
     "drain": DRAIN,
     "latency": LATENCY,
     "crash_recovery": CRASH,
@@ -277,6 +317,18 @@ def test_the_report_judges_each_target_by_the_rule(built: str):
         summary
     )
     assert "**missed**: p50 latency via the HTTP API (met)" in summary
+
+
+def test_a_threshold_can_be_another_figure_of_the_same_run(built: str):
+    http = section_of(built, "HTTP enqueue rate")
+    # bare enqueue_job's counted round trips (3) are the bound for ours (1).
+    assert (
+        "ours: Redis round trips per request 1.0 (counted over 50 requests), "
+        "worst repetition 1.0 < 3: **met**"
+    ) in http
+    assert "uvicorn --workers 1 0.82 [0.79-0.83], worst repetition 0.79 >= 1: **missed**" in http
+    # The run had no two-worker configuration: that target is not measured, not met.
+    assert "the bare endpoint's rate, two uvicorn workers: **not measured**" in http
 
 
 def test_the_crash_bound_comes_from_the_lease_the_run_used(built: str):
