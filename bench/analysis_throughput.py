@@ -2,28 +2,36 @@
 through ONE worker process, ours versus the Celery recipe's, in the same run.
 
     .venv/bin/python -m bench.analysis_throughput [--jobs 200] [--delay 1.0]
-        [--only ours|celery] [--reps 3] [--celery-reps N] [--out PATH]
+        [--only ours celery-prefork celery-gevent] [--our-configs 200/200 20/8] [--reps 3]
+        [--celery-reps N] [--out PATH] [--quick]
 
 Setup (all on 127.0.0.1, free ports): a private `redis-server`, moto's S3 server and the
 fake Messages API (`tests.support.fake_anthropic.FakeAnthropic`, every answer after
 `--delay` s). Redis is flushed before every run.
 
-- ours: the bucket, `--jobs` documents (`jobs.documents.Documents.create`) and as many
-  `analysis` jobs (`JobStore.create`) are written first; then ONE worker,
-  `arq jobs.worker.WorkerSettings`, starts with `WORKER_CONCURRENCY`/`ANALYSIS_CONCURRENCY`
-  at 200/200 (sized for I/O-bound work) and at the defaults 20/8. Each job loads its
-  document from S3, calls the fake through `AsyncAnthropic`, stores the analysis in S3 and
-  counts usage, exactly as in production. Times come from the job records.
-- celery: the recipe (`bench/celery_recipe.py`) in its own virtualenv
-  (`bench/.venv-celery`): a load generator enqueues `--jobs` tasks with `.delay(text)`,
-  then ONE worker starts, `celery -A bench.celery_recipe worker --pool=prefork
-  --concurrency=2`; the generator waits for every result. Times come from marks each
-  task writes to Redis.
+- `ours` (and `ours-<w>-<a>` for further `--our-configs`): the bucket, `--jobs` documents
+  (`jobs.documents.Documents.create`) and as many `analysis` jobs (`JobStore.create`) are
+  written first; then ONE worker, `arq jobs.worker.WorkerSettings`, starts with
+  `WORKER_CONCURRENCY`/`ANALYSIS_CONCURRENCY` from `--our-configs` (the first, 200/200,
+  sized for I/O-bound work, is `ours`). Each job loads its document from S3, calls the fake
+  through `AsyncAnthropic`, stores the analysis in S3 and counts usage, exactly as in
+  production. Times come from the job records.
+- `celery-prefork`: the recipe (`bench/celery_recipe.py`) in its own virtualenv
+  (`bench/.venv-celery`) as the recipe configures it: it sets no pool and no concurrency,
+  so ONE worker, `celery -A bench.celery_recipe worker --pool=prefork`, at Celery's default
+  concurrency (one process per CPU). A load generator enqueues `--jobs` tasks with
+  `.delay(text)` first and waits for every result. Times come from marks each task writes
+  to Redis.
+- `celery-gevent`: the same recipe and task in ONE worker with the gevent pool at our
+  concurrency (`--pool=gevent --concurrency=<ours' WORKER_CONCURRENCY>`), the pool Celery's
+  docs give for I/O-bound tasks: the comparison at equal concurrency.
 
 jobs/s = jobs / (last finish - first start); wall = last finish - worker process start
-(so the worker's own start-up is in it). Every wait has a deadline; every process started
-here is stopped by its pid (its process group) in a `finally`. Raw figures go to
-`bench/results/analysis_throughput.json`, worker logs next to it.
+(so the worker's own start-up is in it). The sides run one after another within each
+repetition, so ours/Celery is taken per repetition. Every wait has a deadline; every process
+started here is stopped by its pid (its process group) in a `finally`. The figures go to
+`bench/results/analysis_throughput.json` (`bench.common.Recorder`), worker logs next to it
+(not tracked).
 """
 
 from __future__ import annotations
@@ -33,15 +41,12 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import signal
 import statistics
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +55,19 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from bench.common import (
+    Recorder,
+    add_common_args,
+    celery_pool_settings,
     celery_versions,
+    celery_worker_command,
+    exit_on_sigterm,
     group_cpu_s,
     log,
     machine_busy_s,
+    our_versions,
     process_cpu_s,
+    ratio_values,
+    require_celery_venv,
     spread,
 )
 from jobs.documents import Documents
@@ -73,7 +86,7 @@ OUR_BIN = Path(sys.executable).parent
 CELERY_BIN = ROOT / "bench" / ".venv-celery" / "bin"
 CELERY_TIMES_KEY = "bench:celery:times"
 CELERY_ENQUEUED_KEY = "bench:celery:enqueued"
-CELERY_PROCESSES = 2
+CELERY_SIDES = ("celery-prefork", "celery-gevent")
 # (WORKER_CONCURRENCY, ANALYSIS_CONCURRENCY): sized for I/O-bound work, then the defaults.
 OUR_CONFIGS = ((200, 200), (20, 8))
 POLL_S = 0.2
@@ -253,7 +266,12 @@ async def wait_ours(
 
 
 def run_ours(
-    stack: Stack, jobs: int, worker_concurrency: int, analysis_concurrency: int, rep: int
+    stack: Stack,
+    jobs: int,
+    worker_concurrency: int,
+    analysis_concurrency: int,
+    rep: int,
+    side: str = "ours",
 ) -> dict[str, Any]:
     stack.reset()
     settings = our_settings(stack, worker_concurrency, analysis_concurrency)
@@ -288,7 +306,9 @@ def run_ours(
     durations = [(r["finished_at"] - r["started_at"]) / 1000 for r in ok]
     claude_at = sorted(q["at"] for q in stack.fake.requests)
     result = {
-        "side": "ours",
+        "side": side,
+        "settings": f"WORKER_CONCURRENCY={worker_concurrency}, "
+        f"ANALYSIS_CONCURRENCY={analysis_concurrency}",
         "worker_concurrency": worker_concurrency,
         "analysis_concurrency": analysis_concurrency,
         "rep": rep,
@@ -350,9 +370,21 @@ def wait_enqueued(client: Redis, generator: subprocess.Popen, jobs: int, timeout
         time.sleep(POLL_S)
 
 
-def run_celery(stack: Stack, jobs: int, rep: int) -> dict[str, Any]:
+def celery_pool(side: str, our_concurrency: int) -> tuple[str, int | None]:
+    """(pool, concurrency) of a Celery side: the recipe's own (prefork at Celery's default
+    concurrency), or gevent at our concurrency."""
+    if side == "celery-gevent":
+        return "gevent", our_concurrency
+    return "prefork", None
+
+
+def run_celery(
+    stack: Stack, jobs: int, rep: int, side: str, our_concurrency: int
+) -> dict[str, Any]:
     stack.reset()
-    label = f"celery-{rep}"
+    pool, concurrency = celery_pool(side, our_concurrency)
+    slots = concurrency or os.cpu_count() or 1
+    label = f"{side}-{rep}"
     env = celery_env(stack)
     text_path = LOG_DIR / "document.txt"
     text_path.write_text(DOCUMENT_TEXT)
@@ -361,7 +393,7 @@ def run_celery(stack: Stack, jobs: int, rep: int) -> dict[str, Any]:
     summary_path = LOG_DIR / f"{label}-summary.json"
     for path in (generator_log, worker_log, summary_path):
         path.unlink(missing_ok=True)
-    timeout_s = 120.0 + 3 * jobs * stack.delay_s / CELERY_PROCESSES
+    timeout_s = 120.0 + 3 * jobs * stack.delay_s / slots
     generator = worker = None
     meter = CpuMeter(stack)
     try:
@@ -376,11 +408,7 @@ def run_celery(stack: Stack, jobs: int, rep: int) -> dict[str, Any]:
             wait_enqueued(client, generator, jobs, 120.0)
         meter.start()
         generator_cpu_s = group_cpu_s(generator.pid)
-        worker = start_process(
-            [str(CELERY_BIN / "celery"), "-A", "bench.celery_recipe", "worker",
-             "--pool=prefork", f"--concurrency={CELERY_PROCESSES}", "--loglevel=warning"],
-            env, worker_log,
-        )  # fmt: skip
+        worker = start_process(celery_worker_command(pool, concurrency), env, worker_log)
         spawned = time.time()
         log(f"{label}: worker pid {worker.pid} started; waiting up to {timeout_s:.0f}s")
         try:
@@ -406,8 +434,10 @@ def run_celery(stack: Stack, jobs: int, rep: int) -> dict[str, Any]:
     last_finish = max(m["finished"] for m in marks)
     claude_at = sorted(q["at"] for q in stack.fake.requests)
     result = {
-        "side": "celery",
-        "processes": CELERY_PROCESSES,
+        "side": side,
+        "settings": f"the recipe's task, {celery_pool_settings(pool, concurrency)}",
+        "pool": pool,
+        "concurrency": slots,
         "rep": rep,
         "jobs": jobs,
         "states": summary["states"],
@@ -436,43 +466,71 @@ def run_celery(stack: Stack, jobs: int, rep: int) -> dict[str, Any]:
 # ------------------------------------------------------------------------- report
 
 
-def versions() -> dict[str, Any]:
-    ours = {name: version(name) for name in ("arq", "redis", "hiredis", "anthropic", "aioboto3")}
-    ours["python"] = platform.python_version()
-    found: dict[str, Any] = {"ours": ours}
-    celery = celery_versions()
-    if celery is not None:
-        found["celery"] = celery
-    return found
+def our_sides(configs: list[str]) -> dict[str, tuple[int, int]]:
+    """Side id -> (WORKER_CONCURRENCY, ANALYSIS_CONCURRENCY): the first config is `ours`."""
+    sides: dict[str, tuple[int, int]] = {}
+    for i, config in enumerate(configs):
+        worker_concurrency, analysis_concurrency = map(int, config.split("/"))
+        side = "ours" if i == 0 else f"ours-{worker_concurrency}-{analysis_concurrency}"
+        sides[side] = (worker_concurrency, analysis_concurrency)
+    return sides
+
+
+def declare(recorder: Recorder, sides: list[str]) -> None:
+    """The figures of this benchmark, in the order the report lists them."""
+    for side in sides:
+        recorder.figure(f"{side}.jobs_per_s", f"{side}: jobs/s", "jobs/s", "higher")
+        recorder.figure(f"{side}.wall_s", f"{side}: wall, start-up included", "s", "lower")
+        recorder.figure(f"{side}.worker_cpu_s", f"{side}: worker CPU", "s", "lower", digits=1)
+        recorder.figure(
+            f"{side}.claude_max_in_flight", f"{side}: Claude calls in flight, max", "calls",
+            None, digits=0,
+        )  # fmt: skip
+        recorder.figure(f"{side}.other_cpu_s", f"{side}: CPU of other processes", "s", None)
+    for celery in CELERY_SIDES:
+        if "ours" in sides and celery in sides:
+            recorder.figure(
+                f"ratio.ours_over_{celery.replace('-', '_')}", f"ours/{celery} jobs/s", "x",
+                "higher",
+            )  # fmt: skip
+
+
+def record(recorder: Recorder, result: dict[str, Any]) -> None:
+    side = result["side"]
+    recorder.add(f"{side}.jobs_per_s", result["jobs_per_s"])
+    recorder.add(f"{side}.wall_s", result["wall_s"])
+    recorder.add(f"{side}.worker_cpu_s", result["cpu_s"]["worker"])
+    recorder.add(f"{side}.claude_max_in_flight", result["claude_max_in_flight"])
+    recorder.add(f"{side}.other_cpu_s", result["cpu_s"]["other"])
+
+
+def record_ratios(recorder: Recorder, runs: list[dict[str, Any]], rep: int) -> None:
+    """ours/each Celery side, from this repetition's runs."""
+    rates = {r["side"]: r["jobs_per_s"] for r in runs if r["rep"] == rep}
+    for celery in CELERY_SIDES:
+        if "ours" in rates and celery in rates:
+            for value in ratio_values([rates["ours"]], [rates[celery]]):
+                recorder.add(f"ratio.ours_over_{celery.replace('-', '_')}", value)
 
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    groups: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
-        if run["side"] == "ours":
-            settings = (
-                f"WORKER_CONCURRENCY={run['worker_concurrency']}, "
-                f"ANALYSIS_CONCURRENCY={run['analysis_concurrency']}"
-            )
-        else:
-            settings = f"prefork --concurrency={run['processes']}, prefetch 1, acks late"
-        groups.setdefault((run["side"], settings), []).append(run)
+        groups.setdefault(run["side"], []).append(run)
     return [
         {
             "side": side,
-            "settings": settings,
+            "settings": group[0]["settings"],
             "runs": len(group),
             "jobs_per_s": spread([r["jobs_per_s"] for r in group]),
             "wall_s": spread([r["wall_s"] for r in group]),
-            "worker_startup_s": spread([r["worker_startup_s"] for r in group]),
-            "job_duration_median_s": spread([r["job_duration_s"]["median"] for r in group]),
             "claude_max_in_flight": max(r["claude_max_in_flight"] for r in group),
             "cpu_s_median": {
                 name: round(statistics.median(r["cpu_s"][name] for r in group), 2)
                 for name in group[0]["cpu_s"]
             },
         }
-        for (side, settings), group in groups.items()
+        for side, group in groups.items()
     ]
 
 
@@ -493,74 +551,53 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def cpu_table(rows: list[dict[str, Any]]) -> str:
-    names = ("worker", "s3_moto", "redis", "fake_claude_and_driver", "other")
-    lines = [
-        "| side | settings | " + " | ".join(names) + " | sum / wall s |",
-        "|---|---|" + "---|" * (len(names) + 1),
-    ]
-    for row in rows:
-        cpu = row["cpu_s_median"]
-        total = sum(cpu.get(name, 0.0) for name in names)
-        lines.append(
-            f"| {row['side']} | {row['settings']} | "
-            + " | ".join(f"{cpu.get(name, 0.0):.1f}" for name in names)
-            + f" | {total:.1f} / {row['wall_s']['median']:.1f} |"
-        )
-    return "\n".join(lines)
-
-
-def ratios(rows: list[dict[str, Any]]) -> dict[str, float]:
-    celery = [r for r in rows if r["side"] == "celery"]
-    if not celery:
-        return {}
-    base = celery[0]["jobs_per_s"]["median"]
-    return {r["settings"]: r["jobs_per_s"]["median"] / base for r in rows if r["side"] == "ours"}
-
-
-def write(out: Path, meta: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
-    rows = summarize(runs)
-    report = {**meta, "summary": rows, "ratio_ours_over_celery": ratios(rows), "runs": runs}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    return report
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--delay", type=float, default=1.0, help="the fake's answer time (s)")
-    parser.add_argument("--only", choices=("ours", "celery"))
+    parser.add_argument("--only", nargs="+", choices=("ours", *CELERY_SIDES))
     parser.add_argument(
         "--our-configs",
         nargs="+",
         default=[f"{w}/{a}" for w, a in OUR_CONFIGS],
-        help="our WORKER_CONCURRENCY/ANALYSIS_CONCURRENCY pairs (default: 200/200 20/8)",
+        help="our WORKER_CONCURRENCY/ANALYSIS_CONCURRENCY pairs (default: 200/200 20/8); "
+        "the first is `ours`, compared with Celery",
     )
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--celery-reps", type=int, help="Celery runs (default: --reps)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    add_common_args(parser, DEFAULT_OUT)
     args = parser.parse_args()
+    exit_on_sigterm()
     celery_reps = args.reps if args.celery_reps is None else args.celery_reps
-    if args.only != "ours" and not (CELERY_BIN / "celery").exists():
-        sys.exit(
-            f"{CELERY_BIN.parent} is missing: python3 -m venv {CELERY_BIN.parent} && "
-            f'{CELERY_BIN}/pip install "celery[redis]" anthropic'
-        )
-    LOG_DIR.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "benchmark": "analysis_throughput",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "jobs": args.jobs,
-        "claude_delay_s": args.delay,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "note": f"{os.cpu_count()} cores shared by the worker under test, Redis, moto S3, "
-            "the fake Messages API and the load generator",
-        },
-        "versions": versions(),
+    ours = our_sides(args.our_configs) if not args.only or "ours" in args.only else {}
+    celery = [c for c in CELERY_SIDES if not args.only or c in args.only]
+    require_celery_venv(["celery"] if celery else [])
+    our_concurrency = next(iter(our_sides(args.our_configs).values()))[0]
+    sides = {
+        side: f"WORKER_CONCURRENCY={w}, ANALYSIS_CONCURRENCY={a}" for side, (w, a) in ours.items()
     }
+    for side in celery:
+        pool = celery_pool_settings(*celery_pool(side, our_concurrency))
+        sides[side] = f"the recipe's task, {pool}"
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+    recorder = Recorder(
+        "analysis_throughput",
+        args.out,
+        quick=args.quick,
+        settings={
+            "jobs": args.jobs,
+            "claude_delay_s": args.delay,
+            "reps": args.reps,
+            "celery_reps": celery_reps,
+            "sides": sides,
+            "ours_work": "reads its document from S3, calls the fake Messages API through "
+            "AsyncAnthropic, writes the analysis to S3 and counts usage",
+            "celery_work": "the recipe's task: calls the fake Messages API through the sync "
+            "Anthropic client (a new client per task), no S3",
+        },
+        versions={"ours": our_versions(), "celery": celery_versions() if celery else None},
+    )
+    declare(recorder, list(sides))
     runs: list[dict[str, Any]] = []
     redis_server = RedisServer()
     s3_server = S3Server()
@@ -572,33 +609,32 @@ def main() -> None:
         stack = Stack(redis_server, s3_server, fake, args.delay)
         log(f"redis {redis_server.url}, S3 {s3_server.url}, fake Claude {fake.url}")
         for rep in range(1, max(args.reps, celery_reps) + 1):
-            if args.only != "celery" and rep <= args.reps:
-                for config in args.our_configs:
-                    worker_concurrency, analysis_concurrency = map(int, config.split("/"))
-                    runs.append(
-                        run_ours(stack, args.jobs, worker_concurrency, analysis_concurrency, rep)
-                    )
-                    write(args.out, meta, runs)
-            if args.only != "ours" and rep <= celery_reps:
-                runs.append(run_celery(stack, args.jobs, rep))
-                write(args.out, meta, runs)
+            found: list[dict[str, Any]] = []
+            if rep <= args.reps:
+                for side, (worker_concurrency, analysis_concurrency) in ours.items():
+                    found.append(
+                        run_ours(stack, args.jobs, worker_concurrency, analysis_concurrency,
+                                 rep, side)
+                    )  # fmt: skip
+                    record(recorder, found[-1])
+                    recorder.run(found[-1])
+            if rep <= celery_reps:
+                for side in celery:
+                    found.append(run_celery(stack, args.jobs, rep, side, our_concurrency))
+                    record(recorder, found[-1])
+                    recorder.run(found[-1])
+            runs += found
+            record_ratios(recorder, runs, rep)
+            recorder.save()
     finally:
         fake.stop()
         s3_server.stop()
         redis_server.stop()
-    report = write(args.out, meta, runs)
+    recorder.finish()
     print(f"\n{args.jobs} analyses, the fake Messages API answering in {args.delay:g}s, "
           "ONE worker process per side\n")  # fmt: skip
-    print(table(report["summary"]))
-    print("\nCPU seconds from the worker's spawn to the last finish (median; the worker's "
-          "includes its start-up):\n")  # fmt: skip
-    print(cpu_table(report["summary"]))
-    for settings, ratio in report["ratio_ours_over_celery"].items():
-        print(f"\nours ({settings}) / Celery: {ratio:.1f}x jobs/s")
-    v = report["versions"]
-    print(f"\nversions: ours {v['ours']}; celery side {v.get('celery')}")
-    print(f"machine: {meta['machine']['note']}")
-    print(f"raw figures: {args.out}")
+    print(table(summarize(runs)))
+    print(f"\nresults: {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""What the newer benchmarks share: child processes stopped by their pid, CPU from /proc,
-environments without the service's settings, medians with min-max, and the machine's state.
+"""What the benchmarks share: the JSON file each run writes (`Recorder`), child processes
+stopped by their pid, CPU from /proc, environments without the service's settings, medians
+with min-max, the commit and the machine's state, and the Celery recipe's worker command.
 
 Every process started through `Children` runs in its own session (process group), binds
 127.0.0.1, and is ended by its pid (SIGTERM to its group, then SIGKILL) when the benchmark
@@ -8,6 +9,7 @@ ends, also on failure or Ctrl-C.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -19,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,28 @@ OUR_BIN = Path(sys.executable).parent
 CELERY_BIN = ROOT / "bench" / ".venv-celery" / "bin"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 STOP_GRACE_S = 15.0
+SCHEMA = 1
+# What the report writes: a change there is not a change to the tree a benchmark measures.
+REPORT_OUTPUTS = ("bench/results", "bench/RESULTS.md", "bench/charts", "README.md")
+MAX_DIRTY_PATHS = 20
+# Every library our side of a benchmark runs: the service's dependencies and the peers that
+# share `.venv` (SAQ, moto). Each JSON file records all of their versions.
+OUR_LIBRARIES = (
+    "fastapi", "starlette", "uvicorn", "uvloop", "httptools", "pydantic", "pydantic-settings",
+    "arq", "redis", "hiredis", "httpx", "httpcore", "httpx2", "anthropic", "aioboto3",
+    "aiobotocore", "botocore", "prometheus-client", "python-ulid", "standardwebhooks",
+    "cryptography", "saq", "moto",
+)  # fmt: skip
+CELERY_LIBRARIES = (
+    "celery",
+    "kombu",
+    "billiard",
+    "redis",
+    "anthropic",
+    "httpx",
+    "httpx2",
+    "gevent",
+)
 
 
 def log(message: str) -> None:
@@ -223,8 +248,9 @@ class MachineMeter:
 
 
 def git_state() -> dict[str, Any]:
-    """The commit measured, and uncommitted changes to the service's code (other people edit
-    it while benchmarks run; a worker imports whatever is on disk when it starts)."""
+    """The commit of the checkout a benchmark measures and whether its tree is dirty: any
+    uncommitted change (untracked files too) outside the report's own outputs. Other people
+    edit code while benchmarks run, and a worker imports whatever is on disk when it starts."""
 
     def git(*args: str) -> str:
         answer = subprocess.run(
@@ -232,9 +258,14 @@ def git_state() -> dict[str, Any]:
         )
         return answer.stdout.strip()
 
+    excluded = [f":(exclude){path}" for path in REPORT_OUTPUTS]
+    paths = [line[3:] for line in git("status", "--porcelain", "--", ".", *excluded).splitlines()]
+    commit = git("rev-parse", "HEAD")
     return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "dirty": git("status", "--porcelain", "--", "jobs", "api").splitlines(),
+        "commit": commit,
+        "short": commit[:7],
+        "dirty": bool(paths),
+        "dirty_paths": paths[:MAX_DIRTY_PATHS],
     }
 
 
@@ -242,10 +273,9 @@ def package_versions(*names: str) -> dict[str, str]:
     """Installed versions in this interpreter's environment, plus Python and redis-server."""
     found: dict[str, str] = {}
     for name in names:
-        try:
+        # A library missing from this environment is not involved (httpx2 or httpx, say).
+        with contextlib.suppress(PackageNotFoundError):
             found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = "not installed"
     found["python"] = platform.python_version()
     answer = subprocess.run(
         ["redis-server", "--version"], capture_output=True, text=True, timeout=10, check=False
@@ -254,14 +284,25 @@ def package_versions(*names: str) -> dict[str, str]:
     return found
 
 
+def our_versions(*extra: str) -> dict[str, str]:
+    """Versions of every library our side of any benchmark runs (the service's dependencies,
+    the peers sharing `.venv`), plus `extra`, Python and redis-server."""
+    return package_versions(*OUR_LIBRARIES, *extra)
+
+
 def celery_versions() -> dict[str, str] | None:
     """Versions in the Celery recipe's own virtualenv, or None when it is missing."""
     if not (CELERY_BIN / "python").exists():
         return None
     code = (
-        "import json, platform; from importlib.metadata import version; "
-        "v = {n: version(n) for n in ('celery', 'kombu', 'billiard', 'redis', 'anthropic')}; "
-        "v['python'] = platform.python_version(); print(json.dumps(v))"
+        "import json, platform; from importlib.metadata import version, PackageNotFoundError\n"
+        "def v(n):\n"
+        "    try:\n"
+        "        return version(n)\n"
+        "    except PackageNotFoundError:\n"
+        "        return None\n"
+        f"found = {{n: v(n) for n in {CELERY_LIBRARIES!r} if v(n)}}\n"
+        "found['python'] = platform.python_version(); print(json.dumps(found))"
     )
     answer = subprocess.run(
         [str(CELERY_BIN / "python"), "-c", code],
@@ -273,15 +314,154 @@ def celery_versions() -> dict[str, str] | None:
     return json.loads(answer.stdout)
 
 
+def celery_worker_command(pool: str = "prefork", concurrency: int | None = None) -> list[str]:
+    """The Celery recipe's worker. The recipe sets no pool and no concurrency, so by default
+    this is Celery's own default: prefork with one process per CPU (`os.cpu_count()`)."""
+    args = [str(CELERY_BIN / "celery"), "-A", "bench.celery_recipe", "worker",
+            f"--pool={pool}", "--loglevel=warning"]  # fmt: skip
+    if concurrency is not None:
+        args.append(f"--concurrency={concurrency}")
+    return args
+
+
+def celery_pool_settings(pool: str = "prefork", concurrency: int | None = None) -> str:
+    """How a Celery side ran, as the report shows it."""
+    how = (
+        f"--concurrency={concurrency}"
+        if concurrency is not None
+        else f"Celery's default concurrency (the CPU count, {os.cpu_count()})"
+    )
+    return f"--pool={pool}, {how}, prefetch 1, acks late"
+
+
+def machine_now() -> dict[str, Any]:
+    """The machine's CPU count and load average at this moment."""
+    return {
+        "cpus": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "loadavg": [round(v, 2) for v in os.getloadavg()],
+    }
+
+
 def machine() -> dict[str, Any]:
     """The host, and that it is shared."""
     return {
-        "cpus": os.cpu_count(),
         "platform": platform.platform(),
-        "loadavg_at_start": [round(v, 2) for v in os.getloadavg()],
         "note": f"{os.cpu_count()} cores, shared with other engineers' test and chaos runs; "
         "every figure runs the system under test, Redis and the load generator on them",
     }
+
+
+def utc_now() -> str:
+    """The wall-clock time in UTC, to the second (ISO 8601)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def add_common_args(parser: argparse.ArgumentParser, default_out: Path) -> None:
+    """`--out PATH` and `--quick` (the run is a tiny one whose figures mean nothing; its
+    JSON says so and the report judges no target on it)."""
+    parser.add_argument("--out", type=Path, default=default_out, help="the JSON results file")
+    parser.add_argument(
+        "--quick", action="store_true", help="mark the results as a quick run's (no targets)"
+    )
+
+
+class Recorder:
+    """The JSON file one benchmark run writes (`bench/results/<name>.json`, tracked by git).
+
+    Its shape, which `bench/report.py` reads (and bench/README.md documents):
+    `schema`, `benchmark`, `quick`, `complete`, `started_at`/`finished_at` (UTC),
+    `command`, `git`/`git_at_end` (commit, dirty flag), `machine` (platform, CPU count and
+    load average at `start` and `end`), `settings`, `versions`, `figures` (each: label,
+    unit, which way is better, and its `values`, one per repetition) and `runs` (the
+    details of every repetition). It is saved after every repetition, `complete` only at
+    the end, so a run cut short says so.
+    """
+
+    def __init__(
+        self,
+        benchmark: str,
+        out: Path,
+        *,
+        quick: bool,
+        settings: dict[str, Any],
+        versions: dict[str, Any],
+    ) -> None:
+        self.out = out
+        self.data: dict[str, Any] = {
+            "schema": SCHEMA,
+            "benchmark": benchmark,
+            "quick": quick,
+            "complete": False,
+            "started_at": utc_now(),
+            "finished_at": None,
+            "command": ["python", "-m", f"bench.{benchmark}", *_relative_args(sys.argv[1:])],
+            "git": git_state(),
+            "git_at_end": None,
+            "machine": {**machine(), "start": machine_now(), "end": None},
+            "settings": settings,
+            "versions": versions,
+            "figures": {},
+            "runs": [],
+        }
+
+    def figure(
+        self,
+        figure_id: str,
+        label: str,
+        unit: str,
+        better: str | None,
+        *,
+        digits: int | None = None,
+        basis: str | None = None,
+    ) -> None:
+        """Declare a figure (once; later calls keep the first declaration). `better` is
+        "higher", "lower" or None; `basis` is set for a figure measured once by design (a
+        count, a pooled percentile) and says what the single value is."""
+        if figure_id in self.data["figures"]:
+            return
+        entry: dict[str, Any] = {"label": label, "unit": unit, "better": better, "values": []}
+        if digits is not None:
+            entry["digits"] = digits
+        if basis is not None:
+            entry["basis"] = basis
+        self.data["figures"][figure_id] = entry
+
+    def add(self, figure_id: str, value: float) -> None:
+        """One repetition's value of a declared figure."""
+        self.data["figures"][figure_id]["values"].append(round(float(value), 4))
+
+    def run(self, detail: dict[str, Any]) -> None:
+        """The details of one repetition (or one side of one), then save."""
+        self.data["runs"].append(detail)
+        self.save()
+
+    def save(self) -> None:
+        write_json(self.out, self.data)
+
+    def finish(self) -> None:
+        """The run ended normally: the end time, commit and machine state, `complete`."""
+        self.data["finished_at"] = utc_now()
+        self.data["git_at_end"] = git_state()
+        self.data["machine"]["end"] = machine_now()
+        self.data["complete"] = True
+        self.save()
+
+
+def ratio_values(numerator: list[float], denominator: list[float]) -> list[float]:
+    """Per-repetition ratios of two sides measured in the same repetitions."""
+    return [a / b for a, b in zip(numerator, denominator, strict=False) if b]
+
+
+def _relative_args(args: list[str]) -> list[str]:
+    """Command-line arguments with paths inside the checkout made relative to it."""
+    out = []
+    for arg in args:
+        path = Path(arg)
+        if path.is_absolute() and path.is_relative_to(ROOT):
+            arg = str(path.relative_to(ROOT))
+        out.append(arg)
+    return out
 
 
 def write_json(path: Path, report: dict[str, Any]) -> None:

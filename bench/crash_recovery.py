@@ -1,12 +1,15 @@
 """Crash-recovery benchmark: from `kill -9` of a worker running a job to that job's next
 start on another worker.
 
-    .venv/bin/python -m bench.crash_recovery [--trials N] [--only ours|arq] [--out PATH]
+    .venv/bin/python -m bench.crash_recovery [--trials N] [--only ours|arq] [--lease S]
+        [--out PATH] [--quick]
 
 Two sides, each against a private `redis-server` this script starts on a free port:
 
 - ours: this service's worker (`jobs.worker.settings_class`, every setting at its default,
-  so `WORKER_LEASE_SECONDS=10`). Trials run one after another.
+  so `WORKER_LEASE_SECONDS=10`, unless `--lease` sets it). Trials run one after another.
+  The lease the workers ran with is recorded in the JSON, and the report's bound is
+  computed from it.
 - arq: plain arq 0.28 at its defaults (`job_timeout=300`), whose claim on a running job
   (`arq:in-progress:<id>`, TTL `job_timeout + 10 s`) is never renewed. One trial takes about
   five minutes, so the arq trials run at the same time: one queue per trial, each with its
@@ -17,7 +20,7 @@ an idle worker B and wait until it is up, wait a random fraction of a heartbeat 
 (so the kill falls anywhere in A's beat cycle), `kill -9` A, and wait until the job starts
 again on B. The delay is B's start mark (wall clock, written by the job) minus the moment
 of the kill. Every wait has a deadline; every process started here is killed by its pid
-at the end.
+at the end. Each trial is one repetition of the figure `<side>.delay_s`.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ import asyncio
 import inspect
 import json
 import os
-import platform
 import random
 import shutil
 import signal
@@ -36,19 +38,26 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import arq.version
-import redis as redis_py
 from arq.connections import RedisSettings, create_pool
 from arq.worker import Worker
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
-from bench.common import Children, exit_on_sigterm, log, wait_for
+from bench.common import (
+    Children,
+    Recorder,
+    add_common_args,
+    exit_on_sigterm,
+    log,
+    our_versions,
+    wait_for,
+)
 from bench.workers import OUR_KIND, PLAIN_FUNCTION, json_dumps, json_loads, started_key
+from jobs.leases import BEATS_PER_LEASE, DEAD_AFTER
 from jobs.records import WORKERS_KEY, JobStore
 from jobs.settings import Settings
 from tests.support.services import RedisServer
@@ -89,14 +98,22 @@ def child_env(extra: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def our_settings(redis_url: str) -> Settings:
-    """The settings our workers run with (defaults + OUR_ENV), built without reading this
+def our_env(lease_s: float | None) -> dict[str, str]:
+    """What our workers get besides their defaults: OUR_ENV, and the lease when given."""
+    env = dict(OUR_ENV)
+    if lease_s is not None:
+        env["WORKER_LEASE_SECONDS"] = f"{lease_s:g}"
+    return env
+
+
+def our_settings(redis_url: str, env: dict[str, str]) -> Settings:
+    """The settings our workers run with (defaults + `env`), built without reading this
     process's environment or a `.env`, so the enqueuer agrees with the workers."""
     values: dict[str, Any] = {
         name: info.get_default(call_default_factory=True)
         for name, info in Settings.model_fields.items()
     }
-    values.update({k.lower(): v for k, v in OUR_ENV.items()}, redis_url=redis_url)
+    values.update({k.lower(): v for k, v in env.items()}, redis_url=redis_url)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
@@ -206,8 +223,8 @@ def our_trial(
     job_id = asyncio.run(enqueue_ours(settings))
     first = wait_for(lambda: mark_by(r, job_id, a.pid), 30, "the job to start on A", 0.02)
     b = start_our_worker(procs, r, env, f"ours-{i}-B", lease)
-    # Kill anywhere in A's heartbeat cycle (it beats every third of a lease).
-    time.sleep(rng.uniform(0, lease / 3))
+    # Kill anywhere in A's heartbeat cycle.
+    time.sleep(rng.uniform(0, lease / BEATS_PER_LEASE))
     killed_at = procs.kill(a)
     procs.reap(a)
     second = wait_for(
@@ -232,31 +249,41 @@ def our_trial(
     }
 
 
-def run_ours(trials: int, redis_url: str, procs: Procs, r: Redis, rng: random.Random) -> dict:
-    settings = our_settings(redis_url)
-    env = child_env({**OUR_ENV, "REDIS_URL": redis_url})
+def run_ours(
+    trials: int,
+    redis_url: str,
+    procs: Procs,
+    r: Redis,
+    rng: random.Random,
+    lease_s: float | None,
+    recorder: Recorder,
+) -> dict:
+    extra = our_env(lease_s)
+    settings = our_settings(redis_url, extra)
+    env = child_env({**extra, "REDIS_URL": redis_url})
     lease = settings.worker_lease_seconds
     results: list[dict[str, Any]] = []
     for i in range(trials):
         results.append(our_trial(i, settings, env, procs, r, rng))
+        recorder.add("ours.delay_s", results[-1]["delay_s"])
+        recorder.run({"side": "ours", **results[-1]})
         log(f"ours trial {i + 1}/{trials}: {results[-1]['delay_s']:.2f} s")
     delays = [t["delay_s"] for t in results]
     return {
         "mode": "sequential",
         "settings": {
             "WORKER_LEASE_SECONDS": lease,
-            "heartbeat_interval_s": round(lease / 3, 3),
+            "heartbeat_interval_s": round(max(0.1, lease / BEATS_PER_LEASE), 3),
+            "dead_after_s": round(lease * DEAD_AFTER, 3),
             "reaper_interval_s": max(0.1, min(0.5, lease / 5)),
             "WORKER_POLL_DELAY_SECONDS": settings.worker_poll_delay_seconds,
             "JOB_TIMEOUT_SECONDS": settings.job_timeout_seconds,
             "WORKER_CONCURRENCY": settings.worker_concurrency,
             "WORKER_MAX_CRASHES": settings.worker_max_crashes,
             "JOB_MAX_TRIES": settings.job_max_tries,
-            "environment": OUR_ENV,
+            "environment": extra,
             "note": "every other setting at its default",
         },
-        "delays_s": delays,
-        "trials": results,
         **summary(delays),
     }
 
@@ -283,7 +310,7 @@ def arq_started(procs: Procs, name: str) -> bool:
     return b"Starting worker" in procs.log_path(name).read_bytes()
 
 
-def run_arq(trials: int, redis_url: str, procs: Procs, r: Redis) -> dict:
+def run_arq(trials: int, redis_url: str, procs: Procs, r: Redis, recorder: Recorder) -> dict:
     job_timeout = arq_default("job_timeout")
     claim_ttl = job_timeout + 10  # arq's in_progress_timeout_s: max job timeout + 10 s
     run_tag = f"{int(time.time())}"
@@ -363,6 +390,9 @@ def run_arq(trials: int, redis_url: str, procs: Procs, r: Redis) -> dict:
     for b in workers_b:
         procs.reap(b)
     r.flushall()
+    for trial in results:
+        recorder.add("arq.delay_s", trial["delay_s"])
+        recorder.run({"side": "arq", **trial})
     delays = [t["delay_s"] for t in results]
     return {
         "mode": f"concurrent: {trials} queues, one worker pair each, all A killed at once",
@@ -375,8 +405,6 @@ def run_arq(trials: int, redis_url: str, procs: Procs, r: Redis) -> dict:
             "serializer": "json",
             "note": "everything else arq 0.28's default; queue_name one per trial",
         },
-        "delays_s": delays,
-        "trials": results,
         **summary(delays),
     }
 
@@ -384,7 +412,7 @@ def run_arq(trials: int, redis_url: str, procs: Procs, r: Redis) -> dict:
 # -- report -------------------------------------------------------------------------------
 
 
-def table(sides: dict[str, dict]) -> str:
+def table(sides: dict[str, dict], trials: dict[str, int]) -> str:
     rows = [
         "| side | trials | median s | worst s | min s | settings |",
         "|---|---:|---:|---:|---:|---|",
@@ -403,7 +431,7 @@ def table(sides: dict[str, dict]) -> str:
                 f"rest default; trials run concurrently"
             )
         rows.append(
-            f"| {label} | {len(side['delays_s'])} | {side['median_s']:.2f} | "
+            f"| {label} | {trials[name]} | {side['median_s']:.2f} | "
             f"{side['worst_s']:.2f} | {side['min_s']:.2f} | {setting} |"
         )
     return "\n".join(rows)
@@ -417,7 +445,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--trials", type=int, default=10, help="trials per side (default 10)")
     parser.add_argument("--only", choices=("ours", "arq"), help="run one side only")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results file")
+    parser.add_argument(
+        "--lease", type=float, help="WORKER_LEASE_SECONDS of our workers (default: its default)"
+    )
+    add_common_args(parser, DEFAULT_OUT)
     parser.add_argument("--seed", type=int, default=None, help="seed of the kill-time jitter")
     parser.add_argument("--keep-logs", action="store_true", help="keep the workers' logs")
     args = parser.parse_args(argv)
@@ -434,19 +465,47 @@ def main(argv: list[str] | None = None) -> int:
     procs = Procs(log_dir)
     server = RedisServer()
     ok = False
-    started_at = datetime.now(UTC).isoformat(timespec="seconds")
     sides: dict[str, dict] = {}
+    recorder = Recorder(
+        "crash_recovery",
+        args.out,
+        quick=args.quick,
+        settings={
+            "measures": "seconds from kill -9 of the worker running a job to the job's next "
+            "start on another (idle, already running) worker",
+            "trials": args.trials,
+            "job_seconds": JOB_SECONDS,
+            "sides": {},
+        },
+        versions=our_versions(),
+    )
+    for side in ("ours", "arq"):
+        if args.only in (None, side):
+            label = "ours" if side == "ours" else f"plain arq {arq.version.VERSION}"
+            recorder.figure(f"{side}.delay_s", f"{label}: kill -9 to the next start", "s", "lower")
     try:
         server.start()
         r = Redis.from_url(server.url)
-        redis_version = r.info("server")["redis_version"]
-        log(f"redis-server {redis_version} on {server.url}; worker logs in {log_dir}")
+        log(f"redis-server on {server.url}; worker logs in {log_dir}")
         if args.only in (None, "ours"):
             log(f"ours: {args.trials} sequential trials")
-            sides["ours"] = run_ours(args.trials, server.url, procs, r, random.Random(args.seed))
+            sides["ours"] = run_ours(
+                args.trials, server.url, procs, r, random.Random(args.seed), args.lease, recorder
+            )
+            recorder.data["settings"]["ours"] = sides["ours"]["settings"]
+            recorder.data["settings"]["sides"]["ours"] = (
+                f"WORKER_LEASE_SECONDS={sides['ours']['settings']['WORKER_LEASE_SECONDS']:g}, "
+                "rest default; trials one after another"
+            )
         if args.only in (None, "arq"):
             log(f"plain arq: {args.trials} trials run concurrently (one queue each), ~5.5 min")
-            sides["arq"] = run_arq(args.trials, server.url, procs, r)
+            sides["arq"] = run_arq(args.trials, server.url, procs, r, recorder)
+            s = sides["arq"]["settings"]
+            recorder.data["settings"]["arq"] = s
+            recorder.data["settings"]["sides"]["arq"] = (
+                f"arq defaults: job_timeout={s['job_timeout_s']:g}, so a "
+                f"{s['in_progress_ttl_s']:g} s claim; trials concurrent, one queue each"
+            )
         r.close()
         ok = True
     finally:
@@ -457,31 +516,14 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(log_dir, ignore_errors=True)
         elif not ok:
             log(f"failed; worker logs kept in {log_dir}")
-    result = {
-        "benchmark": "crash_recovery",
-        "measures": "seconds from kill -9 of the worker running a job to the job's next start "
-        "on another (idle, already running) worker",
-        "started_at": started_at,
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "host": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "versions": {
-            "arq": arq.version.VERSION,
-            "redis-py": redis_py.__version__,
-            "python": platform.python_version(),
-            "redis-server": redis_version,
-        },
-        "job_seconds": JOB_SECONDS,
-        "sides": sides,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(table(sides))
+    recorder.finish()
+    print(table(sides, {name: args.trials for name in sides}))
     if "arq" in sides:
         print(
             f"\nThe {args.trials} plain-arq trials ran concurrently (one queue and worker pair "
             "each, all killed at once); the trials of ours ran one after another."
         )
-    print(f"\nraw results: {args.out}")
+    print(f"\nresults: {args.out}")
     return 0
 
 

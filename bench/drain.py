@@ -13,13 +13,18 @@ connection. Sides (each against a private redis-server on a free port, flushed p
 - `arq-tuned`: arq 0.28 with `max_jobs=100`, `poll_delay=0.01` (JSON jobs; arq keeps its
   default one-hour results); jobs made with `enqueue_job`.
 - `saq`: SAQ 0.26 (`saq bench.saq_worker.settings`) at `concurrency=100`; `queue.enqueue`.
-- `celery`: the Celery recipe (acks late, prefetch 1, `--pool=prefork --concurrency=2`,
-  Redis broker and result backend) from `bench/.venv-celery`; `noop.delay()`.
+- `celery`: the Celery recipe (acks late, prefetch 1, Redis broker and result backend) from
+  `bench/.venv-celery`, as the recipe runs it: Celery's default prefork pool at its default
+  concurrency (one process per CPU); `noop.delay()`.
 
 The benchmark polls `bench:done` every 5 ms from the worker's spawn. drain rate = (N - 1) /
 (time the count reached N - time it first moved): start-up is not in it. Also recorded: the
 worker's spawn-to-first-job time, the steady rate between 10% and 90% done, and the CPU
 seconds of the worker (its whole process group), of Redis and of the rest of the machine.
+
+The sides run one after another within each repetition, so the ratios ours/SAQ,
+ours/arq-tuned and ours/Celery are taken per repetition. Everything goes to one JSON file
+(`bench.common.Recorder`), saved after every run.
 """
 
 from __future__ import annotations
@@ -29,7 +34,6 @@ import asyncio
 import subprocess
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from arq.connections import RedisSettings, create_pool
@@ -42,18 +46,20 @@ from bench.common import (
     RESULTS,
     Children,
     MachineMeter,
+    Recorder,
+    add_common_args,
+    celery_pool_settings,
     celery_versions,
+    celery_worker_command,
     exit_on_sigterm,
-    git_state,
     group_cpu_s,
     log,
-    machine,
-    package_versions,
+    our_versions,
     process_cpu_s,
+    ratio_values,
     require_celery_venv,
     service_free_env,
     spread,
-    write_json,
 )
 from bench.workers import (
     ARQ_TUNED_MAX_JOBS,
@@ -72,6 +78,13 @@ LOG_DIR = RESULTS / "drain_logs"
 SIDES = ("ours", "ours-defaults", "arq-tuned", "saq", "celery")
 CONCURRENCY = 100
 SAMPLE_S = 0.005
+STEADY_WINDOW = (10, 90)  # percent done: the steady rate is measured between these marks
+# (ratio figure, numerator side, denominator side), taken within each repetition
+RATIOS = (
+    ("ratio.ours_over_saq", "ours", "saq"),
+    ("ratio.ours_over_arq_tuned", "ours", "arq-tuned"),
+    ("ratio.ours_over_celery", "ours", "celery"),
+)
 # What our worker gets besides its defaults: the Redis, dummy S3 settings (it builds a client
 # at start; the trivial job never calls S3) and no metrics server.
 OUR_ENV = {
@@ -89,7 +102,7 @@ def side_settings(side: str) -> str:
         "ours-defaults": "defaults (WORKER_CONCURRENCY=20)",
         "arq-tuned": f"max_jobs={ARQ_TUNED_MAX_JOBS}, poll_delay={ARQ_TUNED_POLL_S}",
         "saq": f"concurrency={CONCURRENCY}",
-        "celery": "prefork --concurrency=2, prefetch 1, acks late",
+        "celery": f"the recipe: {celery_pool_settings()}",
     }[side]
 
 
@@ -177,10 +190,7 @@ def worker_command(side: str, redis_url: str) -> tuple[list[str], dict[str, str]
         env = service_free_env({"REDIS_URL": redis_url, "SAQ_CONCURRENCY": str(CONCURRENCY)})
         return [str(OUR_BIN / "saq"), "bench.saq_worker.settings"], env
     if side == "celery":
-        return [
-            str(CELERY_BIN / "celery"), "-A", "bench.celery_recipe", "worker",
-            "--pool=prefork", "--concurrency=2", "--loglevel=warning",
-        ], celery_env(base)  # fmt: skip
+        return celery_worker_command(), celery_env(base)
     raise ValueError(side)
 
 
@@ -232,7 +242,8 @@ def run_once(
         machine_use = meter.read(worker_cpu + redis_cpu)
     children.stop(proc)
     first, last = progress[0][0], progress[-1][0]
-    t10, t90 = _time_at(progress, jobs // 10 or 1), _time_at(progress, max(1, jobs * 9 // 10))
+    low, high = (max(1, jobs * p // 100) for p in STEADY_WINDOW)
+    t_low, t_high = _time_at(progress, low), _time_at(progress, high)
     result = {
         "side": side,
         "settings": side_settings(side),
@@ -242,7 +253,7 @@ def run_once(
         "startup_s": round(first - spawned, 3),
         "drain_s": round(last - first, 3),
         "jobs_per_s": (jobs - 1) / max(1e-6, last - first),
-        "steady_jobs_per_s": (max(1, jobs * 9 // 10) - (jobs // 10 or 1)) / max(1e-6, t90 - t10),
+        "steady_jobs_per_s": (high - low) / max(1e-6, t_high - t_low),
         "cpu_s": {
             "worker": round(worker_cpu, 2),
             "redis": round(redis_cpu, 2),
@@ -259,6 +270,39 @@ def run_once(
     return result
 
 
+def declare(recorder: Recorder, sides: list[str]) -> None:
+    """The figures of this benchmark, in the order the report lists them."""
+    for side in sides:
+        recorder.figure(f"{side}.jobs_per_s", f"{side}: jobs/s", "jobs/s", "higher")
+        recorder.figure(f"{side}.steady_jobs_per_s", f"{side}: steady jobs/s", "jobs/s", "higher")
+        recorder.figure(
+            f"{side}.worker_cpu_ms_per_job", f"{side}: worker CPU per job", "ms", "lower", digits=2
+        )
+        recorder.figure(f"{side}.startup_s", f"{side}: start-up", "s", "lower", digits=2)
+    for figure, a, b in RATIOS:
+        if a in sides and b in sides:
+            recorder.figure(figure, f"{a}/{b} jobs/s", "x", "higher", digits=2)
+    recorder.figure("other_cpu_s", "CPU other processes used per run", "s", None, digits=1)
+
+
+def record(recorder: Recorder, result: dict[str, Any]) -> None:
+    side = result["side"]
+    recorder.add(f"{side}.jobs_per_s", result["jobs_per_s"])
+    recorder.add(f"{side}.steady_jobs_per_s", result["steady_jobs_per_s"])
+    recorder.add(f"{side}.worker_cpu_ms_per_job", result["worker_cpu_ms_per_job"])
+    recorder.add(f"{side}.startup_s", result["startup_s"])
+    recorder.add("other_cpu_s", result["cpu_s"]["other"])
+
+
+def record_ratios(recorder: Recorder, runs: list[dict[str, Any]], rep: int) -> None:
+    """The ratios of this repetition's sides (each ran once in it)."""
+    by_side = {r["side"]: r["jobs_per_s"] for r in runs if r["rep"] == rep}
+    for figure, a, b in RATIOS:
+        if a in by_side and b in by_side:
+            for value in ratio_values([by_side[a]], [by_side[b]]):
+                recorder.add(figure, value)
+
+
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for side in SIDES:
@@ -270,10 +314,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "side": side,
                 "settings": group[0]["settings"],
                 "jobs_per_s": spread([r["jobs_per_s"] for r in group]),
-                "steady_jobs_per_s": spread([r["steady_jobs_per_s"] for r in group]),
                 "worker_cpu_ms_per_job": spread([r["worker_cpu_ms_per_job"] for r in group]),
-                "redis_cpu_s": spread([r["cpu_s"]["redis"] for r in group]),
-                "other_cpu_s": spread([r["cpu_s"]["other"] for r in group]),
                 "startup_s": spread([r["startup_s"] for r in group]),
             }
         )
@@ -302,23 +343,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--only", nargs="+", choices=SIDES)
     parser.add_argument("--timeout", type=float, default=300.0, help="deadline of one drain (s)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    add_common_args(parser, DEFAULT_OUT)
     args = parser.parse_args(argv)
     exit_on_sigterm()
     sides = [s for s in SIDES if not args.only or s in args.only]
     require_celery_venv(sides)
-    meta: dict[str, Any] = {
-        "benchmark": "drain",
-        "jobs": args.jobs,
-        "reps": args.reps,
-        "job": "one INCR on the worker's own Redis connection",
-        "machine": machine(),
-        "versions": {
-            "ours": package_versions("arq", "redis", "hiredis", "saq"),
+    recorder = Recorder(
+        "drain",
+        args.out,
+        quick=args.quick,
+        settings={
+            "jobs": args.jobs,
+            "reps": args.reps,
+            "job": "one INCR on the worker's own Redis connection",
+            "steady_window_percent": list(STEADY_WINDOW),
+            "sides": {side: side_settings(side) for side in sides},
+        },
+        versions={
+            "ours": our_versions(),
             "celery": celery_versions() if "celery" in sides else None,
         },
-        "git_at_start": git_state(),
-    }
+    )
+    declare(recorder, sides)
     runs: list[dict[str, Any]] = []
     server = RedisServer()
     children = Children(LOG_DIR)
@@ -327,16 +373,19 @@ def main(argv: list[str] | None = None) -> None:
         log(f"redis {server.url}")
         for rep in range(1, args.reps + 1):
             for side in sides:
-                runs.append(run_once(server, children, side, args.jobs, rep, args.timeout))
-                write_json(args.out, {**meta, "summary": summarize(runs), "runs": runs})
+                result = run_once(server, children, side, args.jobs, rep, args.timeout)
+                runs.append(result)
+                record(recorder, result)
+                if side == sides[-1]:
+                    record_ratios(recorder, runs, rep)
+                recorder.run(result)
     finally:
         children.stop_all()
         server.stop()
-    rows = summarize(runs)
-    write_json(args.out, {**meta, "summary": rows, "runs": runs})
+    recorder.finish()
     print(f"\n{args.jobs} trivial jobs queued before ONE worker process starts\n")
-    print(table(rows))
-    print(f"\nraw figures: {args.out}")
+    print(table(summarize(runs)))
+    print(f"\nresults: {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """Export memory: one user's export of N documents (~2 KB of text each) through ONE worker
 process; documents/s and the worker's peak RSS growth during the export, for each N.
 
-    .venv/bin/python -m bench.export_memory [--docs 10000 100000] [--format zip|ndjson]
-        [--export-timeout S] [--out PATH]
+    .venv/bin/python -m bench.export_memory [--docs 10000 100000] [--reps 3]
+        [--format zip|ndjson] [--export-timeout S] [--out PATH] [--quick]
 
 Setup (all on 127.0.0.1, free ports): a private `redis-server` and moto's S3 server. For
-each size, in the order given (smallest first by default), both are emptied, then:
+each size, in the order given (smallest first by default), both are emptied and the
+documents seeded once (step 1); then each of `--reps` repetitions exports them again
+(steps 2-5, a new worker each time):
 
 1. Seeding, fast but faithful to `jobs.documents.Documents.create`: the S3 object at
    `document_key(account, user_id, doc_id)` with the body
@@ -19,9 +21,10 @@ each size, in the order given (smallest first by default), both are emptied, the
 3. Once it is online, a warm-up export (the warm-up user) runs, so that first-use costs
    (lazy imports, S3 client caches) are not counted as export growth. Then, after 1 s
    idle, the measured export is enqueued with `JobStore.create(kind="export", ...)`.
-4. RSS growth = peak VmRSS between the record's started_at and finished_at minus the last
-   VmRSS sampled before started_at. VmHWM (the kernel's own high-water mark, which sees
-   spikes between samples) minus the same baseline is reported beside it.
+4. RSS growth = peak VmRSS sampled between the record's started_at and finished_at minus
+   the last VmRSS sampled before started_at: the figure the memory target is judged on.
+   VmHWM (the kernel's own high-water mark of the process's whole life, which also sees
+   spikes between samples) minus the same baseline is recorded beside it, labelled as such.
    documents/s = N / (finished_at - started_at).
 5. The archive is downloaded and checked: zip: every CRC (`testzip`), manifest count == N,
    its ids == the seeded ids, 100 random entries' SHA-256 and text; ndjson: N lines with
@@ -37,7 +40,10 @@ is recorded at the start and the end of the run.
 default 300 s; everything else is at its default. Every wait has a deadline; every process
 started here is stopped by its pid in a `finally`. If the measured export passes
 `--export-timeout`, what was measured so far (documents done, RSS growth so far) is
-reported with an extrapolation. Raw figures go to `bench/results/export_memory_<fmt>.json`.
+reported with an extrapolation. The figures go to `bench/results/export_memory.json` (zip;
+`export_memory_ndjson.json` for ndjson) through `bench.common.Recorder`, each size's
+repetitions as the values of `docs-<N>.<figure>`; RSS timelines are thinned to
+`TIMELINE_POINTS` points.
 """
 
 from __future__ import annotations
@@ -48,8 +54,6 @@ import contextlib
 import gzip
 import hashlib
 import json
-import os
-import platform
 import random
 import subprocess
 import sys
@@ -59,8 +63,6 @@ import time
 import tracemalloc
 import zipfile
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +80,7 @@ from bench.analysis_throughput import (
     stop_process,
     worker_env,
 )
-from bench.common import exit_on_sigterm, git_state, log
+from bench.common import Recorder, add_common_args, exit_on_sigterm, log, our_versions
 from jobs.documents import doc_index_key, document_key
 from jobs.exports import PartSink, export_key
 from jobs.records import WORKERS_KEY, JobRecord, JobStore, now_ms
@@ -101,7 +103,7 @@ POLL_S = 0.2
 JOB_TIMEOUT_S = 7200
 TARGET_MIB = 64
 SPOT_CHECKS = 100
-MAX_SAMPLES_KEPT = 3000
+TIMELINE_POINTS = 200
 
 
 # --------------------------------------------------------------------------- data
@@ -460,11 +462,16 @@ _SEEDED: dict[int, tuple[Seeded, Seeded]] = {}
 
 
 def run_size(
-    redis_server: RedisServer, s3_server: S3Server, docs: int, fmt: str, timeout_s: float
+    redis_server: RedisServer,
+    s3_server: S3Server,
+    docs: int,
+    fmt: str,
+    timeout_s: float,
+    rep: int = 1,
 ) -> dict[str, Any]:
     settings = bench_settings(redis_server.url, s3_server.url)
     user_id = f"u{docs}"
-    label = f"{fmt}-{docs}"
+    label = f"{fmt}-{docs}-{rep}"
     if docs not in _SEEDED:
         _SEEDED.clear()
         with Redis.from_url(redis_server.url) as client:
@@ -519,6 +526,7 @@ def run_size(
     elapsed = ended - started
     result: dict[str, Any] = {
         "docs": docs,
+        "rep": rep,
         "format": fmt,
         "job_id": job_id,
         "state": record.state.value,
@@ -568,12 +576,38 @@ def _documents_done(stage: str | None) -> int | None:
 
 
 def timeline(samples: list[tuple[float, int]], start: float) -> list[list[float]]:
-    """[seconds from the export's start, RSS MiB], thinned to at most MAX_SAMPLES_KEPT."""
-    step = max(1, len(samples) // MAX_SAMPLES_KEPT)
+    """[seconds from the export's start, RSS MiB], thinned to about TIMELINE_POINTS."""
+    step = max(1, len(samples) // TIMELINE_POINTS)
     return [[round(t - start, 2), mib(kib)] for t, kib in samples[::step]]
 
 
 # ------------------------------------------------------------------------- report
+
+
+def declare(recorder: Recorder, sizes: list[int]) -> None:
+    """The figures of this benchmark, in the order the report lists them."""
+    for docs in sizes:
+        side = f"docs-{docs}"
+        recorder.figure(f"{side}.documents_per_s", f"{docs} documents: documents/s",
+                        "documents/s", "higher")  # fmt: skip
+        recorder.figure(f"{side}.rss_growth_mib", f"{docs} documents: RSS growth (sampled)",
+                        "MiB", "lower", digits=1)  # fmt: skip
+        recorder.figure(f"{side}.vmhwm_growth_mib",
+                        f"{docs} documents: VmHWM growth (kernel peak, whole life)", "MiB",
+                        "lower", digits=1)  # fmt: skip
+        recorder.figure(f"{side}.export_s", f"{docs} documents: export", "s", "lower")
+        recorder.figure(f"{side}.other_cpu_s", f"{docs} documents: CPU of other processes",
+                        "s", None, digits=1)  # fmt: skip
+
+
+def record(recorder: Recorder, result: dict[str, Any]) -> None:
+    side = f"docs-{result['docs']}"
+    if result.get("documents_per_s") is not None:
+        recorder.add(f"{side}.documents_per_s", result["documents_per_s"])
+    recorder.add(f"{side}.rss_growth_mib", result["rss_growth_mib"])
+    recorder.add(f"{side}.vmhwm_growth_mib", result["vmhwm_growth_mib"])
+    recorder.add(f"{side}.export_s", result["export_s"])
+    recorder.add(f"{side}.other_cpu_s", result["cpu_s"].get("other", 0.0))
 
 
 def redis_server_version() -> str:
@@ -583,42 +617,30 @@ def redis_server_version() -> str:
     return answer.stdout.strip()
 
 
-def versions() -> dict[str, str]:
-    names = ("arq", "redis", "hiredis", "aioboto3", "aiobotocore", "botocore", "moto")
-    found = {name: version(name) for name in names}
-    found["python"] = platform.python_version()
-    found["redis-server"] = redis_server_version()
-    return found
-
-
 def table(runs: list[dict[str, Any]]) -> str:
     lines = [
-        "| documents | format | export s | documents/s | RSS before MiB | peak RSS MiB "
-        "| growth MiB | VmHWM growth MiB | archive MiB | verified | growth < 64 MiB |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "| documents | rep | format | export s | documents/s | RSS before MiB | peak RSS MiB "
+        "| RSS growth MiB | VmHWM growth MiB | archive MiB | verified | growth < 64 MiB |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in runs:
         verified = r.get("verified", {})
         archive = verified.get("archive_bytes")
         lines.append(
-            f"| {r['docs']} | {r['format']} | {r['export_s']:.1f}"
+            f"| {r['docs']} | {r['rep']} | {r['format']} | {r['export_s']:.1f}"
             f"{' (timed out)' if r['timed_out'] else ''} | {r['documents_per_s']} "
             f"| {r['rss_before_mib']} | {r['rss_peak_mib']} | {r['rss_growth_mib']} "
             f"| {r['vmhwm_growth_mib']} | {archive / 2**20 if archive else 0:.1f} "
             f"| {'yes' if verified.get('ok') else 'NO'} "
-            f"| {'yes' if r['vmhwm_growth_mib'] < TARGET_MIB else 'NO'} |"
+            f"| {'yes' if r['rss_growth_mib'] < TARGET_MIB else 'NO'} |"
         )
     return "\n".join(lines)
-
-
-def write(out: Path, meta: dict[str, Any], runs: list[dict[str, Any]]) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**meta, "runs": runs}, indent=2) + "\n")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--reps", type=int, default=3, help="exports per size")
     parser.add_argument("--format", choices=("zip", "ndjson"), default="zip")
     parser.add_argument(
         "--export-timeout", type=float, default=1800.0, help="deadline of one export (s)"
@@ -629,28 +651,32 @@ def main() -> None:
         help="also model, with tracemalloc, what zipfile.ZipFile and an in-memory manifest keep "
         "per document (the zip writer before commit 7dc32c7)",
     )
-    parser.add_argument("--out", type=Path)
+    add_common_args(parser, RESULTS / "export_memory.json")
     args = parser.parse_args()
-    out = args.out or RESULTS / f"export_memory_{args.format}.json"
+    out = args.out
+    if args.format != "zip" and out == RESULTS / "export_memory.json":
+        out = RESULTS / f"export_memory_{args.format}.json"
     exit_on_sigterm()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    meta: dict[str, Any] = {
-        "benchmark": "export_memory",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "format": args.format,
-        "text_bytes": TEXT_BYTES,
-        "warmup_docs": WARMUP_DOCS,
-        "worker_settings": {"JOB_TIMEOUT_SECONDS": JOB_TIMEOUT_S, "rest": "defaults"},
-        "rss_sample_interval_s": SAMPLE_EVERY_S,
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "note": f"{os.cpu_count()} cores shared by the worker under test, Redis, moto S3 "
-            "and this script (seeding, sampling, polling)",
+    sizes = list(dict.fromkeys(args.docs))
+    recorder = Recorder(
+        "export_memory",
+        out,
+        quick=args.quick,
+        settings={
+            "format": args.format,
+            "sizes": sizes,
+            "reps": args.reps,
+            "text_bytes": TEXT_BYTES,
+            "warmup_docs": WARMUP_DOCS,
+            "target_mib": TARGET_MIB,
+            "worker_settings": {"JOB_TIMEOUT_SECONDS": JOB_TIMEOUT_S, "rest": "defaults"},
+            "rss_sample_interval_s": SAMPLE_EVERY_S,
+            "sides": {f"docs-{docs}": f"{docs} documents, {args.format}" for docs in sizes},
         },
-        "versions": versions(),
-        "git_at_start": git_state(),
-    }
+        versions=our_versions(),
+    )
+    declare(recorder, sizes)
     runs: list[dict[str, Any]] = []
     redis_server = RedisServer()
     s3_server = S3Server()
@@ -658,21 +684,25 @@ def main() -> None:
         redis_server.start()
         s3_server.start()
         log(f"redis {redis_server.url}, S3 {s3_server.url}")
-        for docs in args.docs:
-            runs.append(run_size(redis_server, s3_server, docs, args.format, args.export_timeout))
-            write(out, meta, runs)
+        for docs in sizes:
+            for rep in range(1, args.reps + 1):
+                result = run_size(
+                    redis_server, s3_server, docs, args.format, args.export_timeout, rep
+                )
+                runs.append(result)
+                record(recorder, result)
+                recorder.run(result)
     finally:
         with contextlib.suppress(Exception):
             s3_server.stop()
         redis_server.stop()
-    meta["git_at_end"] = git_state()
     if args.format == "zip" and args.model_zipfile:
-        meta["zip_bookkeeping_model"] = [model_zip_bookkeeping(docs) for docs in args.docs]
-    write(out, meta, runs)
+        recorder.data["zip_bookkeeping_model"] = [model_zip_bookkeeping(d) for d in sizes]
+    recorder.finish()
     print(f"\nexport of N documents (~{TEXT_BYTES} B of text each), format {args.format}, "
           "ONE worker process\n")  # fmt: skip
     print(table(runs))
-    for model in meta.get("zip_bookkeeping_model", []):
+    for model in recorder.data.get("zip_bookkeeping_model", []):
         print(
             f"\nmodel, {model['docs']} documents: the zip central directory + manifest list "
             f"keep {model['retained_bytes'] / 2**20:.1f} MiB "
@@ -680,12 +710,7 @@ def main() -> None:
             f"({model['manifest_json_chars'] / 2**20:.1f} MiB of JSON) peaks at "
             f"{model['peak_with_manifest_bytes'] / 2**20:.1f} MiB"
         )
-    print(f"\nversions: {meta['versions']}")
-    print(f"machine: {meta['machine']['note']}")
-    git = meta["git_at_start"]
-    print(f"commit: {git['commit']}{' with uncommitted changes: ' if git['dirty'] else ''}"
-          f"{', '.join(git['dirty'])}")  # fmt: skip
-    print(f"raw figures: {out}")
+    print(f"\nresults: {out}")
 
 
 if __name__ == "__main__":

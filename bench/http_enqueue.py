@@ -14,6 +14,9 @@ run the jobs are counted in Redis (every 202 must have made exactly one job) and
 Redis round trips per request are counted separately, in-process: the app runs over
 httpx's ASGI transport and every write to a Redis connection is counted (a pipeline or a
 script is one write).
+
+Within each repetition every configuration runs once, so ours/bare is taken per repetition
+and per uvicorn worker count. Everything goes to one JSON file (`bench.common.Recorder`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -41,17 +43,17 @@ from bench.common import (
     ROOT,
     Children,
     MachineMeter,
+    Recorder,
+    add_common_args,
     exit_on_sigterm,
-    git_state,
     group_cpu_s,
     log,
-    machine,
-    package_versions,
+    our_versions,
     process_cpu_s,
+    ratio_values,
     service_free_env,
     spread,
     wait_for,
-    write_json,
 )
 from tests.support.services import RedisServer, free_port
 
@@ -62,6 +64,7 @@ API_KEY = "bench-http-key"
 WARMUP_S = 2
 CONFIGS = (("ours", 1), ("ours", 2), ("bare", 1), ("bare", 2))
 PATHS = {"ours": "/v1/exports", "bare": "/enqueue"}
+ROUND_TRIP_REQUESTS = 50
 
 
 def side_env(side: str, redis_url: str) -> dict[str, str]:
@@ -203,7 +206,7 @@ async def counting_redis_writes() -> AsyncIterator[Callable[[], int]]:
         AbstractConnection.send_packed_command = original  # type: ignore[method-assign]
 
 
-async def round_trips(redis_url: str, requests: int = 50) -> dict[str, float]:
+async def round_trips(redis_url: str, requests: int = ROUND_TRIP_REQUESTS) -> dict[str, float]:
     """Redis round trips per request of each app, in-process over ASGI."""
     from api.main import create_app
     from jobs.settings import Settings
@@ -245,6 +248,70 @@ async def round_trips(redis_url: str, requests: int = 50) -> dict[str, float]:
     return found
 
 
+def side_id(side: str, workers: int) -> str:
+    return f"{side}-w{workers}"
+
+
+def side_settings(side: str, workers: int) -> str:
+    what = "`POST /v1/exports`" if side == "ours" else "bare `POST /enqueue` (`enqueue_job`)"
+    return f"{what}, uvicorn --workers {workers}"
+
+
+def declare(recorder: Recorder, configs: list[tuple[str, int]]) -> None:
+    """The figures of this benchmark, in the order the report lists them."""
+    for side, workers in configs:
+        sid = side_id(side, workers)
+        recorder.figure(f"{sid}.requests_per_s", f"{sid}: requests/s", "requests/s", "higher")
+        recorder.figure(f"{sid}.p50_ms", f"{sid}: p50", "ms", "lower", digits=1)
+        recorder.figure(f"{sid}.p99_ms", f"{sid}: p99", "ms", "lower", digits=1)
+        recorder.figure(
+            f"{sid}.redis_commands_per_request", f"{sid}: Redis commands/request", "commands",
+            None, digits=1,
+        )  # fmt: skip
+    for workers in sorted({w for _, w in configs}):
+        if ("ours", workers) in configs and ("bare", workers) in configs:
+            recorder.figure(
+                f"ratio.w{workers}.ours_over_bare",
+                f"ours/bare requests/s, uvicorn --workers {workers}",
+                "x", "higher", digits=2,
+            )  # fmt: skip
+    recorder.figure("other_cpu_s", "CPU other processes used per run", "s", None, digits=1)
+
+
+def record_round_trips(recorder: Recorder, trips: dict[str, float]) -> None:
+    """Round trips per request: counted once, in-process (deterministic, no repetitions)."""
+    basis = f"counted in-process over {ROUND_TRIP_REQUESTS} requests"
+    for key, label, how in (
+        ("ours", "ours: Redis round trips per request", basis),
+        ("bare", "bare `enqueue_job`: Redis round trips per request", basis),
+        ("ours_replay", "ours: Redis round trips of an idempotent replay", "one replay"),
+    ):
+        if key in trips:
+            figure = f"{key.replace('_', '-')}.redis_round_trips"
+            recorder.figure(figure, label, "round trips", "lower", digits=1, basis=how)
+            recorder.add(figure, trips[key])
+    recorder.save()
+
+
+def record(recorder: Recorder, result: dict[str, Any]) -> None:
+    sid = side_id(result["side"], result["uvicorn_workers"])
+    recorder.add(f"{sid}.requests_per_s", result["requests_per_s"])
+    recorder.add(f"{sid}.p50_ms", result["latency_ms"]["p50"])
+    recorder.add(f"{sid}.p99_ms", result["latency_ms"]["p99"])
+    recorder.add(f"{sid}.redis_commands_per_request", result["redis_commands_per_request"])
+    recorder.add("other_cpu_s", result["machine"]["other_cpu_s"])
+
+
+def record_ratios(recorder: Recorder, runs: list[dict[str, Any]], rep: int) -> None:
+    rates = {
+        (r["side"], r["uvicorn_workers"]): r["requests_per_s"] for r in runs if r["rep"] == rep
+    }
+    for (side, workers), rate in rates.items():
+        if side == "ours" and ("bare", workers) in rates:
+            for value in ratio_values([rate], [rates[("bare", workers)]]):
+                recorder.add(f"ratio.w{workers}.ours_over_bare", value)
+
+
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for side, workers in CONFIGS:
@@ -257,12 +324,7 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "uvicorn_workers": workers,
                 "requests_per_s": spread([r["requests_per_s"] for r in group]),
                 "p99_ms": spread([r["latency_ms"]["p99"] for r in group]),
-                "p50_ms": spread([r["latency_ms"]["p50"] for r in group]),
-                "redis_commands_per_request": spread(
-                    [r["redis_commands_per_request"] for r in group]
-                ),
                 "all_jobs_made": all(r["jobs_match_answers"] for r in group),
-                "other_cpu_s": spread([r["machine"]["other_cpu_s"] for r in group]),
             }
         )
     return rows
@@ -292,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    add_common_args(parser, DEFAULT_OUT)
     args = parser.parse_args(argv)
     exit_on_sigterm()
     wrk_version = (
@@ -300,38 +362,47 @@ def main(argv: list[str] | None = None) -> None:
         .stdout.split("\n")[0]
         .split(" Copyright")[0]
     )
-    meta: dict[str, Any] = {
-        "benchmark": "http_enqueue",
-        "seconds": args.seconds,
-        "connections": args.connections,
-        "wrk": f"{wrk_version.strip()}; -t1 -c{args.connections} -d{args.seconds:g}s",
-        "machine": machine(),
-        "versions": package_versions(
-            "fastapi", "starlette", "uvicorn", "uvloop", "httptools", "pydantic", "arq", "redis"
-        ),
-        "git_at_start": git_state(),
-    }
+    configs = [(side, w) for side, w in CONFIGS if w in args.workers]
+    recorder = Recorder(
+        "http_enqueue",
+        args.out,
+        quick=args.quick,
+        settings={
+            "seconds": args.seconds,
+            "warmup_s": args.warmup,
+            "reps": args.reps,
+            "connections": args.connections,
+            "wrk": f"-t1 -c{args.connections} -d{args.seconds}s",
+            "api": "our API at its defaults (LOG_LEVEL=INFO), one account key as a SHA-256 "
+            "digest, a unique Idempotency-Key per request",
+            "sides": {side_id(s, w): side_settings(s, w) for s, w in configs},
+        },
+        versions={**our_versions(), "wrk": wrk_version.strip()},
+    )
+    declare(recorder, configs)
     runs: list[dict[str, Any]] = []
     server = RedisServer()
     children = Children(LOG_DIR)
     try:
         server.start()
         trips = asyncio.run(round_trips(server.url))
-        meta["redis_round_trips_per_request"] = trips
+        record_round_trips(recorder, trips)
         log(f"Redis round trips per request: {trips}")
         for rep in range(1, args.reps + 1):
-            for side, workers in CONFIGS:
-                if workers in args.workers:
-                    runs.append(run_once(server, children, side, workers, args, rep))
-                    write_json(args.out, {**meta, "summary": summarize(runs), "runs": runs})
+            for side, workers in configs:
+                result = run_once(server, children, side, workers, args, rep)
+                runs.append(result)
+                record(recorder, result)
+                if (side, workers) == configs[-1]:
+                    record_ratios(recorder, runs, rep)
+                recorder.run(result)
     finally:
         children.stop_all()
         server.stop()
-    rows = summarize(runs)
-    write_json(args.out, {**meta, "summary": rows, "runs": runs})
+    recorder.finish()
     print(f"\nPOST enqueue, wrk -c{args.connections}, {args.seconds:g}s per run\n")
-    print(table(rows, trips))
-    print(f"\nraw figures: {args.out}")
+    print(table(summarize(runs), trips))
+    print(f"\nresults: {args.out}")
 
 
 if __name__ == "__main__":

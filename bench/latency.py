@@ -5,24 +5,27 @@
 
 Each side runs ONE worker process against a private redis-server (flushed per run):
 
-- `ours`: `uvicorn api.main:app` (1 process) and `arq jobs.worker.WorkerSettings`, every
-  setting at its default (`WORKER_POLL_DELAY_SECONDS`, 0.25 s), with moto's S3 server. A probe
-  is `POST /v1/exports` (bearer key, `Idempotency-Key`) for a user with no documents; the
-  start is the job record's `started_at` (milliseconds), when our job layer takes the job.
+- `ours`: `uvicorn api.main:app` (1 process) and the production worker with its export
+  handler marked (`arq bench.workers.MarkedWorkerSettings`), every setting at its default
+  (`WORKER_POLL_DELAY_SECONDS`, 0.25 s), with moto's S3 server. A probe is `POST
+  /v1/exports` (bearer key, `Idempotency-Key`) for a user with no documents; the start is
+  the mark the export handler pushes when it starts, as a peer's job does. The job record's
+  `started_at` (ms, when our job layer takes the job, before the handler) is kept beside it.
 - `arq-defaults` (`poll_delay=0.5`, `max_jobs=10`) and `arq-tuned` (`poll_delay=0.01`,
   `max_jobs=100`): a probe is `enqueue_job("bench_mark")`.
 - `saq`: SAQ 0.26 at its defaults; a probe is `queue.enqueue("mark")`.
-- `celery`: the Celery recipe (prefork 2, prefetch 1, acks late) from `bench/.venv-celery`;
-  a probe is `mark.delay()`, sent by a prober in that virtualenv.
+- `celery`: the Celery recipe (prefetch 1, acks late; Celery's default prefork pool and
+  concurrency) from `bench/.venv-celery`; a probe is `mark.delay()`, sent by a prober in
+  that virtualenv.
 
-A peer's probe job pushes `time.time()` when it starts. Latency = start - the wall-clock
-time just before the enqueue call (one host clock). Probes go one at a time: each waits
-until the previous job ran (ours: finished), then a random 50-600 ms (longer than arq's
-default 0.5 s poll), so every probe meets an idle worker at a random point of its poll
-cycle. Three warm-up probes are not counted.
+Every side's probe job pushes `time.time()` when its handler starts. Latency = that - the
+wall-clock time just before the enqueue call (ours: before the POST; one host clock). Probes
+go one at a time: each waits until the previous job ran (ours: finished), then a random
+50-600 ms (longer than arq's default 0.5 s poll), so every probe meets an idle worker at a
+random point of its poll cycle. Three warm-up probes are not counted.
 
 Idle CPU: after the warm-up and 2 s of quiet, the CPU seconds the worker (its whole process
-group: Celery's includes its 2 pool processes) used over `--idle` seconds, as a share of one
+group: Celery's includes its pool processes) used over `--idle` seconds, as a share of one
 core, read from /proc/<pid>/stat.
 """
 
@@ -36,7 +39,6 @@ import random
 import subprocess
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -49,19 +51,20 @@ from bench.common import (
     RESULTS,
     Children,
     MachineMeter,
+    Recorder,
+    add_common_args,
+    celery_pool_settings,
     celery_versions,
+    celery_worker_command,
     exit_on_sigterm,
-    git_state,
     group_cpu_s,
     log,
-    machine,
-    package_versions,
+    our_versions,
     percentile,
     require_celery_venv,
     service_free_env,
     spread,
     wait_for,
-    write_json,
 )
 from bench.workers import ARQ_TUNED_MAX_JOBS, ARQ_TUNED_POLL_S, MARKS_KEY, PLAIN_MARK, json_dumps
 from jobs.records import record_key
@@ -92,7 +95,7 @@ def side_settings(side: str) -> str:
         "arq-defaults": "enqueue_job; defaults (poll_delay=0.5, max_jobs=10)",
         "arq-tuned": f"enqueue_job; poll_delay={ARQ_TUNED_POLL_S}, max_jobs={ARQ_TUNED_MAX_JOBS}",
         "saq": "queue.enqueue; defaults (concurrency=10)",
-        "celery": "mark.delay(); prefork --concurrency=2, prefetch 1, acks late",
+        "celery": f"mark.delay(); the recipe: {celery_pool_settings()}",
     }[side]
 
 
@@ -126,6 +129,7 @@ class Probe:
     """Sends one job at a time and tells when it started (epoch seconds)."""
 
     api_ms: list[float] = []  # noqa: RUF012 - only OurProbe fills its own
+    record_ms: list[float] = []  # noqa: RUF012 - only OurProbe fills its own
 
     def send(self) -> tuple[float, float]:
         raise NotImplementedError
@@ -135,12 +139,16 @@ class Probe:
 
 
 class OurProbe(Probe):
+    """POST /v1/exports; the start is the mark the export handler pushes as it starts."""
+
     def __init__(self, api_url: str, redis_url: str) -> None:
         self.http = httpx.Client(base_url=api_url, timeout=30)
         self.redis = Redis.from_url(redis_url)
         self.api_ms: list[float] = []  # how long each POST took to answer
+        self.record_ms: list[float] = []  # the record's started_at - sent (before the handler)
 
     def send(self) -> tuple[float, float]:
+        self.redis.delete(MARKS_KEY)
         sent = time.time()
         answer = self.http.post(
             "/v1/exports",
@@ -150,14 +158,18 @@ class OurProbe(Probe):
         self.api_ms.append(1000 * (time.time() - sent))
         if answer.status_code != 202:
             raise RuntimeError(f"POST /v1/exports answered {answer.status_code}: {answer.text}")
+        mark = self.redis.blpop([MARKS_KEY], timeout=30)
+        if mark is None:
+            raise TimeoutError("a probe's export handler did not start within 30 s")
         key = record_key(answer.json()["id"])
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline:  # one probe at a time: wait for the job's end
             state, started = self.redis.hmget(key, "state", "started_at")
             if state in (b"succeeded", b"failed", b"cancelled"):
                 if state != b"succeeded":
                     raise RuntimeError(f"probe job ended {state!r}")
-                return sent, int(started) / 1000
+                self.record_ms.append(int(started) - 1000 * sent)
+                return sent, float(mark[1])
             time.sleep(0.002)
         raise TimeoutError("a probe job did not finish within 30 s")
 
@@ -223,7 +235,7 @@ def start_side(
             env, f"ours-api-{rep}",
         )  # fmt: skip
         worker = children.start(
-            [str(OUR_BIN / "arq"), "jobs.worker.WorkerSettings"], env, f"ours-worker-{rep}"
+            [str(OUR_BIN / "arq"), "bench.workers.MarkedWorkerSettings"], env, f"ours-worker-{rep}"
         )
         api_url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _answers(api_url), 60, "our API", 0.2)
@@ -288,11 +300,7 @@ def run_celery(
     children: Children, redis_url: str, probes: int, idle_s: float, quiet_s: float, rep: int
 ) -> tuple[float, list[float]]:
     env = celery_env(redis_url)
-    worker = children.start(
-        [str(CELERY_BIN / "celery"), "-A", "bench.celery_recipe", "worker", "--pool=prefork",
-         "--concurrency=2", "--loglevel=warning"],
-        env, f"celery-{rep}",
-    )  # fmt: skip
+    worker = children.start(celery_worker_command(), env, f"celery-{rep}")
     try:
         prober = [str(CELERY_BIN / "python"), "-m", "bench.celery_recipe", "--timeout", "60"]
         gaps = ["--gap-min", str(GAP_S[0]), "--gap-max", str(GAP_S[1])]
@@ -324,6 +332,7 @@ def run_once(
     rng = random.Random(rep)
     meter = MachineMeter().start()
     api_ms: list[float] = []
+    record_ms: list[float] = []
     if side == "celery":
         cpu, latencies = run_celery(children, server.url, args.probes, args.idle, args.quiet, rep)
     else:
@@ -331,9 +340,9 @@ def run_once(
         try:
             run_probes(probe, WARMUP_PROBES, rng)  # also: the worker is up
             cpu = idle_cpu(worker, args.idle, args.quiet)
-            probe.api_ms = []
+            probe.api_ms, probe.record_ms = [], []
             latencies = run_probes(probe, args.probes, rng)
-            api_ms = list(probe.api_ms)
+            api_ms, record_ms = list(probe.api_ms), list(probe.record_ms)
         finally:
             probe.close()
             children.stop_all()
@@ -355,6 +364,13 @@ def run_once(
         "api_answer_ms": {"p50": percentile(api_ms, 50), "p99": percentile(api_ms, 99)}
         if api_ms
         else None,
+        # ours: the job record's started_at (ms resolution), when the job layer took the job
+        "record_started_ms": {
+            "p50": percentile(record_ms, 50),
+            "p99": percentile(record_ms, 99),
+        }
+        if record_ms
+        else None,
         "machine": meter.read(),
     }
     lat = result["latency_ms"]
@@ -365,25 +381,63 @@ def run_once(
     return result
 
 
+def declare(recorder: Recorder, sides: list[str]) -> None:
+    """The figures of this benchmark, in the order the report lists them."""
+    for side in sides:
+        recorder.figure(f"{side}.p50_ms", f"{side}: p50", "ms", "lower", digits=1)
+        recorder.figure(f"{side}.p99_ms", f"{side}: p99", "ms", "lower", digits=1)
+        recorder.figure(
+            f"{side}.idle_cpu_percent", f"{side}: idle worker CPU", "% of a core", "lower",
+            digits=2,
+        )  # fmt: skip
+    if "ours" in sides:
+        recorder.figure(
+            "ours.record_started_p50_ms", "ours: p50 to the record's started_at", "ms", "lower",
+            digits=1,
+        )  # fmt: skip
+        recorder.figure(
+            "ours.post_answer_p50_ms", "ours: POST answered, p50", "ms", "lower", digits=1
+        )
+    recorder.figure("other_cpu_s", "CPU other processes used per run", "s", None, digits=1)
+
+
+def record(recorder: Recorder, result: dict[str, Any]) -> None:
+    side, lat = result["side"], result["latency_ms"]
+    recorder.add(f"{side}.p50_ms", lat["p50"])
+    recorder.add(f"{side}.p99_ms", lat["p99"])
+    recorder.add(f"{side}.idle_cpu_percent", result["idle_cpu_percent"])
+    if result.get("record_started_ms"):
+        recorder.add("ours.record_started_p50_ms", result["record_started_ms"]["p50"])
+    if result.get("api_answer_ms"):
+        recorder.add("ours.post_answer_p50_ms", result["api_answer_ms"]["p50"])
+    recorder.add("other_cpu_s", result["machine"]["other_cpu_s"])
+
+
+def record_pooled(recorder: Recorder, runs: list[dict[str, Any]], sides: list[str]) -> None:
+    """Each side's p99 over the probes of all its repetitions together."""
+    for side in sides:
+        pooled = [v for r in runs if r["side"] == side for v in r["samples_ms"]]
+        if pooled:
+            figure = f"{side}.pooled_p99_ms"
+            recorder.figure(
+                figure, f"{side}: pooled p99", "ms", "lower", digits=1,
+                basis=f"pooled over {len(pooled)} probes",
+            )  # fmt: skip
+            recorder.data["figures"][figure]["values"] = [round(percentile(pooled, 99), 4)]
+
+
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for side in SIDES:
         group = [r for r in runs if r["side"] == side]
         if not group:
             continue
-        pooled = [v for r in group for v in r["samples_ms"]]
         rows.append(
             {
                 "side": side,
                 "settings": group[0]["settings"],
                 "p50_ms": spread([r["latency_ms"]["p50"] for r in group]),
                 "p99_ms": spread([r["latency_ms"]["p99"] for r in group]),
-                "pooled": {
-                    "probes": len(pooled),
-                    "p50_ms": percentile(pooled, 50),
-                    "p99_ms": percentile(pooled, 99),
-                    "max_ms": max(pooled),
-                },
                 "idle_cpu_percent": spread([r["idle_cpu_percent"] for r in group]),
             }
         )
@@ -413,24 +467,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--idle", type=float, default=10.0, help="idle CPU window (s)")
     parser.add_argument("--quiet", type=float, default=QUIET_S, help="quiet before it (s)")
     parser.add_argument("--only", nargs="+", choices=SIDES)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    add_common_args(parser, DEFAULT_OUT)
     args = parser.parse_args(argv)
     exit_on_sigterm()
     sides = [s for s in SIDES if not args.only or s in args.only]
     require_celery_venv(sides)
-    meta: dict[str, Any] = {
-        "benchmark": "latency",
-        "probes_per_rep": args.probes,
-        "reps": args.reps,
-        "idle_window_s": args.idle,
-        "gap_s": GAP_S,
-        "machine": machine(),
-        "versions": {
-            "ours": package_versions("arq", "redis", "saq", "fastapi", "uvicorn", "moto"),
+    recorder = Recorder(
+        "latency",
+        args.out,
+        quick=args.quick,
+        settings={
+            "probes_per_rep": args.probes,
+            "reps": args.reps,
+            "warmup_probes": WARMUP_PROBES,
+            "idle_window_s": args.idle,
+            "quiet_before_idle_s": args.quiet,
+            "gap_ms": [round(1000 * g) for g in GAP_S],
+            "stamp": "every side's job pushes time.time() as its handler starts",
+            "sides": {side: side_settings(side) for side in sides},
+        },
+        versions={
+            "ours": our_versions(),
             "celery": celery_versions() if "celery" in sides else None,
         },
-        "git_at_start": git_state(),
-    }
+    )
+    declare(recorder, sides)
     runs: list[dict[str, Any]] = []
     server = RedisServer()
     s3 = S3Server() if "ours" in sides else None
@@ -441,18 +502,20 @@ def main(argv: list[str] | None = None) -> None:
             s3.start()
         for rep in range(1, args.reps + 1):
             for side in sides:
-                runs.append(run_once(side, children, server, s3, args, rep))
-                write_json(args.out, {**meta, "summary": summarize(runs), "runs": runs})
+                result = run_once(side, children, server, s3, args, rep)
+                runs.append(result)
+                record(recorder, result)
+                recorder.run(result)
     finally:
         children.stop_all()
         if s3 is not None:
             s3.stop()
         server.stop()
-    rows = summarize(runs)
-    write_json(args.out, {**meta, "summary": rows, "runs": runs})
+    record_pooled(recorder, runs, sides)
+    recorder.finish()
     print(f"\nenqueue-to-start latency, {args.probes} probes x {args.reps} reps, idle system\n")
-    print(table(rows))
-    print(f"\nraw figures: {args.out}")
+    print(table(summarize(runs)))
+    print(f"\nresults: {args.out}")
 
 
 if __name__ == "__main__":

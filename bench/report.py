@@ -1,67 +1,555 @@
-"""Turn the benchmarks' JSON files into RESULTS.md and PNG charts (matplotlib).
+"""Build `bench/RESULTS.md` (and its charts, and the README's benchmark table) from the
+benchmarks' JSON files in `bench/results/`, and from nothing else.
 
-    .venv/bin/python -m bench --report-only        (after a run)
+    .venv/bin/python -m bench.report [--results DIR] [--out DIR] [--no-charts] [--no-readme]
 
-Every figure is the median of the repetitions with [min-max]; each section names the exact
-settings and versions, and the summary table checks each of issue 9's targets.
+Every sentence with a number is derived from a JSON file (see `bench/common.Recorder` for
+its shape): a figure is the median of its per-repetition values with [min-max] when it has
+at least three, and otherwise says how many it has. A target is judged on the worst
+repetition (the lowest value of a figure where higher is better, the highest of one where
+lower is better): **met** when the worst clears it, **within noise** when only the median
+does, **missed** otherwise. A quick run's figures are shown but never judged.
+
+Each section says which commit, tree and machine state its own JSON recorded, so sections
+run at different commits say so. Prose that is not derived (profiles, reasons) lives in
+dated files in `bench/notes/`, which the report links to and never pastes.
+
+What a section shows is registered in `bench/sections/<name>.py` (a module-level `SECTION`,
+found by `sections()`); a JSON file without a registered section still gets a generic one
+listing its figures. The text of RESULTS.md depends only on the JSON files, the registered
+sections and the names of the notes files, so rebuilding it gives the same bytes.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
+import logging
+import operator
 import os
+import pkgutil
 import re
 import statistics
+import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-RUNLOG = "runlog.json"
-LEASE_S = 10.0  # WORKER_LEASE_SECONDS's default, which the crash benchmark runs with
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+NOTES = ROOT / "bench" / "notes"
+README = ROOT / "README.md"
+README_START = "<!-- bench-summary:start (bench/report.py writes this table) -->"
+README_END = "<!-- bench-summary:end -->"
+OUTCOMES = ("met", "within noise", "missed")
+OPS: dict[str, Callable[[float, float], bool]] = {
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
+}
+NOT_JUDGED_QUICK = "not judged (quick run)"
+NOT_MEASURED = "not measured"
+
+log = logging.getLogger("bench.report")
 
 
-def load_runlog(results: Path) -> dict[str, dict[str, Any]]:
-    path = results / RUNLOG
-    return json.loads(path.read_text()) if path.exists() else {}
+# ---------------------------------------------------------------------- figures
 
 
-def save_runlog(results: Path, ran: dict[str, dict[str, Any]]) -> None:
-    (results / RUNLOG).write_text(json.dumps(ran, indent=2) + "\n")
+@dataclass(frozen=True)
+class Stat:
+    """One figure of a JSON file: its repetitions' values and how to show them."""
+
+    label: str
+    unit: str
+    better: str | None
+    values: tuple[float, ...]
+    digits: int | None = None
+    basis: str | None = None
+
+    @classmethod
+    def of(cls, entry: dict[str, Any]) -> Stat | None:
+        values = tuple(float(v) for v in entry.get("values", []) if v is not None)
+        if not values:
+            return None
+        return cls(
+            label=entry.get("label", ""),
+            unit=entry.get("unit", ""),
+            better=entry.get("better"),
+            values=values,
+            digits=entry.get("digits"),
+            basis=entry.get("basis"),
+        )
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    @property
+    def min(self) -> float:
+        return min(self.values)
+
+    @property
+    def max(self) -> float:
+        return max(self.values)
+
+    def places(self) -> int:
+        """Decimal places: the figure's own `digits`, else by the median's magnitude."""
+        if self.digits is not None:
+            return self.digits
+        size = abs(self.median)
+        return 0 if size >= 100 else 1 if size >= 10 else 2
+
+    def number(self, value: float, digits: int | None = None) -> str:
+        return f"{value:.{self.places() if digits is None else digits}f}"
+
+    def text(self, digits: int | None = None) -> str:
+        """`median [min-max]`, or the value with its basis, or with its repetition count."""
+        median = self.number(self.median, digits)
+        span = f"{self.number(self.min, digits)}-{self.number(self.max, digits)}"
+        if self.basis:
+            return f"{median} ({self.basis})"
+        if self.n >= 3:
+            return f"{median} [{span}]"
+        if self.n == 1:
+            return f"{median} (1 repetition)"
+        return f"{median} [{span}] ({self.n} repetitions)"
 
 
-def _load(results: Path, name: str) -> dict[str, Any] | None:
-    path = results / f"{name}.json"
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
+# ---------------------------------------------------------------------- targets
 
 
-def fmt(spread: dict[str, float], digits: int = 0, unit: str = "") -> str:
-    """`median [min-max]`."""
-    m, lo, hi = spread["median"], spread["min"], spread["max"]
-    return f"{m:.{digits}f}{unit} [{lo:.{digits}f}-{hi:.{digits}f}]"
+@dataclass(frozen=True)
+class Target:
+    """A goal on one figure: `figure op threshold`, judged on the figure's worst repetition.
+
+    `threshold` is a number, or a function of the JSON file that returns one (e.g. from
+    the setting the run used), or None when the file lacks what it needs. `goal` is prose
+    without numbers: the threshold is shown beside it.
+    """
+
+    figure: str
+    op: str
+    threshold: float | Callable[[dict[str, Any]], float | None]
+    goal: str
+
+    def resolve(self, data: dict[str, Any]) -> float | None:
+        if callable(self.threshold):
+            try:
+                return self.threshold(data)
+            except (KeyError, TypeError, ValueError, ZeroDivisionError):
+                return None
+        return float(self.threshold)
 
 
-def verdict(ok: bool, detail: str) -> str:
-    return f"**met** ({detail})" if ok else f"**missed** ({detail})"
+def judge(stat: Stat, op: str, threshold: float) -> str:
+    """ "met" when the worst repetition clears the threshold, "within noise" when only the
+    median does, "missed" otherwise. Worst: the lowest value for `>`/`>=` targets (a
+    throughput, a ratio), the highest for `<`/`<=` ones (a latency, a memory figure)."""
+    passes = OPS[op]
+    worst = stat.min if op in (">", ">=") else stat.max
+    if passes(worst, threshold):
+        return "met"
+    if passes(stat.median, threshold):
+        return "within noise"
+    return "missed"
 
 
-# ---------------------------------------------------------------------------- charts
+@dataclass(frozen=True)
+class Verdict:
+    """A target judged against one JSON file."""
+
+    target: Target
+    stat: Stat | None
+    threshold: float | None
+    outcome: str
+
+    def text(self) -> str:
+        goal = self.target.goal
+        if self.stat is None or self.threshold is None:
+            return f"{goal}: **{self.outcome}**"
+        worst = self.stat.min if self.target.op in (">", ">=") else self.stat.max
+        return (
+            f"{goal}: {self.stat.label} {self.stat.text()}, worst repetition "
+            f"{self.stat.number(worst)} {self.target.op} {self.threshold:g}: **{self.outcome}**"
+        )
 
 
-def _bars(
-    path: Path,
-    title: str,
-    panels: list[tuple[str, list[str], list[dict[str, float]], bool]]
-    | list[tuple[str, list[str], list[dict[str, float]], bool, float | None]],
-    colors: list[str] | None = None,
-) -> None:
-    """One row of bar charts: (y label, bar labels, spreads, log scale[, target]) per
-    panel; a bar is the median, its whisker min-max, a target a dashed red line."""
+def overall(verdicts: list[Verdict]) -> str:
+    """The worst outcome of several verdicts (missed, then within noise, then met)."""
+    outcomes = {v.outcome for v in verdicts}
+    for outcome in (NOT_JUDGED_QUICK, NOT_MEASURED, "missed", "within noise", "met"):
+        if outcome in outcomes:
+            return outcome
+    return "reported"
+
+
+# ---------------------------------------------------------------------- sections
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """A section's row in the summary table (and the README's)."""
+
+    what: str
+    ours: str
+    peers: str = ""
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One bar chart panel: the median of each figure, whiskers min-max."""
+
+    ylabel: str
+    figures: tuple[str, ...]
+    log_scale: bool = False
+    line: float | None = None
+
+
+@dataclass(frozen=True)
+class Section:
+    """What the report shows of one benchmark's JSON file (`results/<name>.json`).
+
+    `summary` gives its row of the summary table, `body` the lines of its section (tables,
+    settings); both read the file only through a `View`. `targets` (or a function of the
+    view giving them, when they depend on what the run measured) are judged by the report
+    itself. `charts` gives the panels of `charts/<name>.png`.
+    """
+
+    name: str
+    title: str
+    source: str
+    order: int
+    summary: Callable[[View], SummaryRow] | None = None
+    body: Callable[[View], list[str]] | None = None
+    targets: tuple[Target, ...] | Callable[[View], tuple[Target, ...]] = ()
+    charts: Callable[[View], list[Panel]] | None = None
+
+    def targets_for(self, view: View) -> tuple[Target, ...]:
+        return self.targets(view) if callable(self.targets) else self.targets
+
+
+@dataclass
+class View:
+    """One JSON file, as a section renderer reads it."""
+
+    name: str
+    data: dict[str, Any]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.data.get("settings") or {}
+
+    @property
+    def quick(self) -> bool:
+        return bool(self.data.get("quick"))
+
+    def stat(self, figure_id: str) -> Stat | None:
+        entry = (self.data.get("figures") or {}).get(figure_id)
+        return Stat.of(entry) if entry else None
+
+    def has(self, figure_id: str) -> bool:
+        return self.stat(figure_id) is not None
+
+    def fmt(self, figure_id: str, digits: int | None = None) -> str:
+        """The figure as `median [min-max]` (or with its repetition count), or "-"."""
+        stat = self.stat(figure_id)
+        return stat.text(digits) if stat else "-"
+
+    def verdicts(self, targets: tuple[Target, ...]) -> list[Verdict]:
+        found = []
+        for target in targets:
+            stat = self.stat(target.figure)
+            threshold = target.resolve(self.data)
+            if self.quick:
+                outcome = NOT_JUDGED_QUICK
+            elif stat is None or threshold is None:
+                outcome = NOT_MEASURED
+            else:
+                outcome = judge(stat, target.op, threshold)
+            found.append(Verdict(target, stat, threshold, outcome))
+        return found
+
+
+def sections() -> dict[str, Section]:
+    """Every registered section: the `SECTION` of each module in `bench/sections/`."""
+    import bench.sections as package
+
+    found: dict[str, Section] = {}
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        section = getattr(module, "SECTION", None)
+        if isinstance(section, Section):
+            found[section.name] = section
+    return dict(sorted(found.items(), key=lambda item: (item[1].order, item[0])))
+
+
+def generic(name: str) -> Section:
+    """The section of a JSON file nobody registered: its figures, no targets."""
+    return Section(name=name, title=name.replace("_", " "), source=f"bench/{name}.py", order=999)
+
+
+# ---------------------------------------------------------------------- text helpers
+
+
+def when(iso: str | None) -> str:
+    """`2026-12-02T10:00:05+00:00` as `2026-12-02 10:00`."""
+    return iso[:16].replace("T", " ") if iso else "?"
+
+
+def table(header: list[str], rows: list[list[str]], align: str = "") -> list[str]:
+    """A Markdown table; `align` gives one character per column (`l` or `r`)."""
+    marks = [("---:" if a == "r" else "---") for a in align.ljust(len(header), "l")]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(marks) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows]
+    return lines
+
+
+def versions_text(versions: dict[str, Any]) -> str:
+    """`a 1.0, b 2.0`, or per side `ours: ...; celery: ...`."""
+    if not versions:
+        return "-"
+    if all(isinstance(v, dict) or v is None for v in versions.values()):
+        return "; ".join(
+            f"{side}: {versions_text(found)}" for side, found in versions.items() if found
+        )
+    return ", ".join(f"{name} {found}" for name, found in versions.items() if found)
+
+
+def git_text(git: dict[str, Any] | None) -> str:
+    if not git:
+        return "an unrecorded commit"
+    tree = "clean tree"
+    if git.get("dirty"):
+        paths = git.get("dirty_paths") or []
+        shown = ", ".join(f"`{p}`" for p in paths[:5]) + (", and more" if len(paths) > 5 else "")
+        tree = f"uncommitted changes: {shown}" if shown else "uncommitted changes"
+    return f"commit `{git.get('short') or git.get('commit', '?')[:7]}` ({tree})"
+
+
+def loadavg(machine: dict[str, Any], end: str) -> str:
+    state = machine.get(end) or {}
+    values = state.get("loadavg") or []
+    return f"{values[0]:.2f}" if values else "?"
+
+
+def provenance(data: dict[str, Any]) -> str:
+    """Where one JSON file's figures come from: commit, tree, time, machine, command."""
+    machine = data.get("machine") or {}
+    start = machine.get("start") or {}
+    end_git = data.get("git_at_end") or {}
+    moved = (
+        f" The checkout was at {git_text(end_git)} when it ended."
+        if end_git and end_git.get("commit") != (data.get("git") or {}).get("commit")
+        else ""
+    )
+    command = " ".join(data.get("command") or [])
+    return (
+        f"Measured at {git_text(data.get('git'))} from {when(data.get('started_at'))} to "
+        f"{when(data.get('finished_at')) if data.get('finished_at') else '(not finished)'} UTC, "
+        f"on {start.get('cpus', '?')} CPUs with a load average of {loadavg(machine, 'start')} "
+        f"at the start and {loadavg(machine, 'end')} at the end.{moved}"
+        + (f" Command: `{command}`." if command else "")
+    )
+
+
+def status(data: dict[str, Any]) -> str:
+    if data.get("quick"):
+        return "quick run"
+    return "complete" if data.get("complete") else "incomplete"
+
+
+# ---------------------------------------------------------------------- building
+
+
+@dataclass
+class Built:
+    """The report's Markdown, its summary rows and the charts to draw."""
+
+    markdown: str
+    summary: list[list[str]]
+    charts: list[tuple[str, str, list[Panel], View]] = field(default_factory=list)
+
+
+def load(results: Path) -> dict[str, dict[str, Any]]:
+    """Every `<name>.json` in `results` that has the benchmark shape, by name."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(results.glob("*.json")) if results.is_dir() else []:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            log.warning("skipping %s: %s", path, exc)
+            continue
+        if isinstance(data, dict) and "figures" in data and "benchmark" in data:
+            found[path.stem] = data
+    return found
+
+
+def _link(target: Path, report_dir: Path) -> str:
+    return Path(os.path.relpath(target, report_dir)).as_posix()
+
+
+def summary_cells(section: Section, view: View | None) -> list[str]:
+    """what | this service | side by side with | result, for one section."""
+    if view is None:
+        return [section.title, f"{NOT_MEASURED}: no result file `{section.name}.json`", "", ""]
+    row = section.summary(view) if section.summary else SummaryRow(section.title, "", "")
+    verdicts = view.verdicts(section.targets_for(view))
+    if verdicts:
+        result = f"**{overall(verdicts)}**: " + "; ".join(
+            f"{v.target.goal} ({v.outcome})" for v in verdicts
+        )
+    else:
+        result = "no target" + (" (quick run)" if view.quick else "")
+    if not view.quick and not view.data.get("complete"):
+        result += " (incomplete run)"
+    return [row.what, row.ours, row.peers, result]
+
+
+def section_lines(section: Section, view: View, chart_link: str | None) -> list[str]:
+    lines = [f"## {section.title} (`{section.source}`)", "", provenance(view.data), ""]
+    if view.quick:
+        lines += [
+            "**Quick run**: tiny sizes; its figures mean nothing and no target is judged.",
+            "",
+        ]
+    elif not view.data.get("complete"):
+        lines += ["**Incomplete**: the run stopped before its end; these are its figures so far."]
+        lines += [""]
+    if chart_link:
+        lines += [f"![{section.name}]({chart_link})", ""]
+    body = section.body(view) if section.body else figures_table(view)
+    lines += [*body, ""]
+    verdicts = view.verdicts(section.targets_for(view))
+    if verdicts:
+        lines += ["Targets (met: the worst repetition clears it; within noise: only the median):"]
+        lines += [""]
+        lines += [f"- {v.text()}" for v in verdicts] + [""]
+    lines += [f"Versions: {versions_text(view.data.get('versions') or {})}.", ""]
+    return lines
+
+
+def figures_table(view: View) -> list[str]:
+    """Every figure of the file: label, median [min-max] (or its count), unit."""
+    rows = []
+    for figure_id in view.data.get("figures") or {}:
+        stat = view.stat(figure_id)
+        if stat is not None:
+            rows.append([stat.label or figure_id, stat.text(), stat.unit])
+    return table(["figure", "median [min-max]", "unit"], rows) if rows else ["No figures."]
+
+
+def build(results: Path, report_dir: Path, *, notes: Path = NOTES, quick: bool = False) -> Built:
+    """The report of the JSON files in `results`, with links relative to `report_dir`."""
+    files = load(results)
+    registered = sections()
+    order = list(registered) + [name for name in files if name not in registered]
+    header = [
+        "# Benchmark results" + (" (QUICK RUN: tiny sizes, figures mean nothing)" if quick else ""),
+        "",
+        f"Built by `python -m bench.report` from the JSON files in "
+        f"[{_link(results, report_dir)}/]({_link(results, report_dir)}/) and nothing else; "
+        "how each benchmark measures: [README.md]"
+        f"({_link(ROOT / 'bench' / 'README.md', report_dir)}). A figure is the median of its "
+        "repetitions with [min-max] when it has at least three; otherwise it says how many it "
+        "has. A target is **met** when its worst repetition clears it (the lowest value of a "
+        "throughput, the highest of a latency or a memory figure), **within noise** when only "
+        "the median does, and **missed** otherwise.",
+        "",
+    ]
+    note_files = sorted(notes.glob("*.md")) if notes.is_dir() else []
+    if note_files:
+        links = ", ".join(f"[{p.name}]({_link(p, report_dir)})" for p in note_files)
+        header += [f"Notes written by hand, not derived from these results: {links}.", ""]
+    runs = []
+    for name in order:
+        if name in files:
+            data = files[name]
+            link = _link(results / f"{name}.json", report_dir)
+            runs.append(
+                [f"[{name}]({link})", git_text(data.get("git")), when(data.get("started_at")),
+                 when(data.get("finished_at")) if data.get("finished_at") else "-",
+                 f"{loadavg(data.get('machine') or {}, 'start')} / "
+                 f"{loadavg(data.get('machine') or {}, 'end')}",
+                 str(((data.get("machine") or {}).get("start") or {}).get("cpus", "?")),
+                 status(data)]
+            )  # fmt: skip
+    header += ["## Runs", ""]
+    if runs:
+        commits = {(files[n].get("git") or {}).get("commit") for n in order if n in files}
+        header += table(
+            ["results", "measured at", "started (UTC)", "finished (UTC)",
+             "load average start / end", "CPUs", "status"], runs,
+        )  # fmt: skip
+        header += [""]
+        if len(commits) > 1:
+            header += [
+                "The sections ran at different commits: each section names its own, and "
+                "figures of different sections compare only with care.",
+                "",
+            ]
+    else:
+        header += ["No benchmark result file is committed yet.", ""]
+    summary: list[list[str]] = []
+    body: list[str] = []
+    charts: list[tuple[str, str, list[Panel], View]] = []
+    for name in order:
+        section = registered.get(name) or generic(name)
+        view = View(name, files[name]) if name in files else None
+        summary.append(summary_cells(section, view))
+        if view is None:
+            continue
+        panels = [p for p in (section.charts(view) if section.charts else []) if _any(view, p)]
+        chart_link = None
+        if panels:
+            chart_link = _link(report_dir / "charts" / f"{name}.png", report_dir)
+            charts.append((name, section.title, panels, view))
+        body += section_lines(section, view, chart_link)
+    summary_table = table(["what", "this service", "side by side with", "result"], summary)
+    markdown = "\n".join([*header, "## Summary", "", *summary_table, "", *body]).rstrip() + "\n"
+    return Built(markdown, summary, charts)
+
+
+def _any(view: View, panel: Panel) -> bool:
+    return any(view.has(f) for f in panel.figures)
+
+
+def readme_block(built: Built, results_md: Path, readme: Path) -> str:
+    """The README's benchmark table: the summary of the report, copied by the report."""
+    link = _link(results_md, readme.parent)
+    lines = [
+        README_START,
+        f"Copied by `python -m bench.report` from the summary of [{link}]({link}), which "
+        "names the commit and the time of each run:",
+        "",
+        *table(["what", "longrun", "peers", "result"], built.summary),
+        README_END,
+    ]
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, block: str) -> bool:
+    """Replace the block between the README's markers; False when it has none."""
+    text = readme.read_text()
+    pattern = re.compile(re.escape(README_START) + r".*?" + re.escape(README_END), re.S)
+    if not pattern.search(text):
+        return False
+    readme.write_text(pattern.sub(lambda _m: block, text, count=1))
+    return True
+
+
+# ---------------------------------------------------------------------- charts
+
+
+def draw(path: Path, title: str, panels: list[Panel], view: View) -> None:
+    """One row of bar charts: each figure's median, whiskers min-max, a target line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,664 +557,89 @@ def _bars(
 
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.8), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
-        ylabel, labels, spreads, log_scale = panel[:4]
-        target = panel[4] if len(panel) > 4 else None
-        medians = [s["median"] for s in spreads]
-        low = [s["median"] - s["min"] for s in spreads]
-        high = [s["max"] - s["median"] for s in spreads]
-        palette = colors or ["#2b6cb0" if i == 0 else "#a0aec0" for i in range(len(labels))]
-        ax.bar(range(len(labels)), medians, yerr=[low, high], capsize=4,
-               color=palette[: len(labels)])  # fmt: skip
-        ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
-        ax.set_ylabel(ylabel)
-        if log_scale:
+        stats = [(f, view.stat(f)) for f in panel.figures]
+        shown = [(f, s) for f, s in stats if s is not None]
+        labels = [s.label or f for f, s in shown]
+        medians = [s.median for _, s in shown]
+        low = [s.median - s.min for _, s in shown]
+        high = [s.max - s.median for _, s in shown]
+        colors = ["#2b6cb0" if i == 0 else "#a0aec0" for i in range(len(shown))]
+        ax.bar(range(len(shown)), medians, yerr=[low, high], capsize=4, color=colors)
+        ax.set_xticks(range(len(shown)), labels, rotation=20, ha="right", fontsize=7)
+        ax.set_ylabel(panel.ylabel)
+        if panel.log_scale:
             ax.set_yscale("log")
-        for i, value in enumerate(medians):
-            text = f"{value:.0f}" if value >= 100 else f"{value:.3g}"
-            ax.annotate(text, (i, value), ha="center", va="bottom", fontsize=8,
-                        xytext=(0, 3), textcoords="offset points")  # fmt: skip
-        if target is not None:
-            ax.axhline(target, color="#c53030", linestyle="--", linewidth=1)
+        for i, (_, stat) in enumerate(shown):
+            ax.annotate(stat.number(stat.median), (i, stat.median), ha="center", va="bottom",
+                        fontsize=7, xytext=(0, 3), textcoords="offset points")  # fmt: skip
+        if panel.line is not None:
+            ax.axhline(panel.line, color="#c53030", linestyle="--", linewidth=1)
         ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(f"{title} (median, whiskers min-max)", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
     plt.close(fig)
 
 
-def _strip(
-    path: Path,
-    title: str,
-    groups: list[tuple[str, list[float]]],
-    ylabel: str,
-    target: float | None = None,
-) -> None:
-    """Every value of each group as a dot, the median as a line, a target dashed (log)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.8))
-    for i, (_, values) in enumerate(groups):
-        if not values:
-            continue
-        xs = [i + (j - len(values) / 2) * 0.02 for j in range(len(values))]
-        ax.scatter(xs, values, s=18, color="#2b6cb0" if i == 0 else "#718096", zorder=3)
-        ax.hlines(statistics.median(values), i - 0.25, i + 0.25, color="black", zorder=4)
-    if target is not None:
-        ax.axhline(target, color="#c53030", linestyle="--", linewidth=1)
-    ax.set_xticks(range(len(groups)), [g[0] for g in groups], fontsize=8)
-    ax.set_yscale("log")
-    ax.set_ylabel(ylabel)
-    ax.grid(axis="y", alpha=0.3)
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def draw_all(built: Built, report_dir: Path) -> list[Path]:
+    """Draw every chart the report links to; without matplotlib, say so and draw none."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        log.warning("matplotlib is missing (the bench extra): charts not redrawn")
+        return []
+    drawn = []
+    for name, title, panels, view in built.charts:
+        path = report_dir / "charts" / f"{name}.png"
+        draw(path, title, panels, view)
+        drawn.append(path)
+    return drawn
 
 
-# -------------------------------------------------------------------------- sections
+# ---------------------------------------------------------------------- entry points
 
 
-class Report:
-    """Collects the summary rows, the sections and the charts of one report."""
-
-    def __init__(self, results: Path, charts: Path, link_prefix: str) -> None:
-        self.results = results
-        self.charts = charts
-        self.link_prefix = link_prefix
-        self.summary: list[str] = []
-        self.sections: list[str] = []
-
-    def chart(self, name: str, draw: Callable[[Path], None]) -> str:
-        path = self.charts / f"{name}.png"
-        try:
-            draw(path)
-        except Exception as exc:  # a chart must not lose the tables
-            return f"(chart {name} failed: {exc})"
-        return f"![{name}]({self.link_prefix}{name}.png)"
-
-    def missing(self, what: str, name: str) -> None:
-        self.summary.append(f"| {what} | not measured: `{name}` did not run or failed | | | |")
-
-    # -- HTTP enqueue --------------------------------------------------------------------
-
-    def http_enqueue(self) -> None:
-        data = _load(self.results, "http_enqueue")
-        if not data or not data.get("summary"):
-            self.missing("HTTP enqueue rate and p99, 64 connections", "http_enqueue")
-            return
-        rows = {(r["side"], r["uvicorn_workers"]): r for r in data["summary"]}
-        trips = data.get("redis_round_trips_per_request", {})
-        verdicts, cells = [], []
-        for workers in (1, 2):
-            ours, bare = rows.get(("ours", workers)), rows.get(("bare", workers))
-            if not ours:
-                continue
-            cells.append(
-                f"{workers} worker{'s' if workers > 1 else ''}: "
-                f"{fmt(ours['requests_per_s'])} req/s, p99 {fmt(ours['p99_ms'], 1)} ms"
-            )
-            if bare:
-                ratio = ours["requests_per_s"]["median"] / bare["requests_per_s"]["median"]
-                verdicts.append((ratio >= 1.0, f"{workers}w: {ratio:.2f}x the bare rate"))
-        bare_cells = [
-            f"{w} worker{'s' if w > 1 else ''}: {fmt(r['requests_per_s'])} req/s, "
-            f"p99 {fmt(r['p99_ms'], 1)} ms"
-            for (side, w), r in sorted(rows.items())
-            if side == "bare"
-        ]
-        fewer = trips.get("ours", 99) < trips.get("bare", 0)
-        ok = bool(verdicts) and all(v for v, _ in verdicts) and fewer
-        detail = "; ".join(d for _, d in verdicts) + (
-            f"; Redis round trips per request {trips.get('ours', float('nan')):.0f} vs "
-            f"{trips.get('bare', float('nan')):.0f}"
-        )
-        self.summary.append(
-            "| HTTP enqueue rate and p99 at 64 connections (wrk) "
-            f"| `POST /v1/exports` (auth, record, idempotency): {'; '.join(cells)} "
-            f"| bare FastAPI + `enqueue_job`: {'; '.join(bare_cells)} "
-            "| at least the bare rate, in fewer Redis round trips than `enqueue_job` "
-            f"| {verdict(ok, detail)} |"
-        )
-        lines = [
-            "| endpoint | uvicorn workers | requests/s | p50 ms | p99 ms "
-            "| Redis commands/request | every 202 made one job |",
-            "|---|---:|---|---|---|---:|---|",
-        ]
-        for (side, workers), r in sorted(rows.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-            name = "`POST /v1/exports`" if side == "ours" else "bare `POST /enqueue`"
-            lines.append(
-                f"| {name} | {workers} | {fmt(r['requests_per_s'])} | {fmt(r['p50_ms'], 1)} "
-                f"| {fmt(r['p99_ms'], 1)} | {r['redis_commands_per_request']['median']:.1f} "
-                f"| {'yes' if r['all_jobs_made'] else 'NO'} |"
-            )
-        order = sorted(rows, key=lambda k: (k[0] != "ours", k[1]))  # ours first
-        labels = [f"{'ours' if s == 'ours' else 'bare'} x{w}" for s, w in order]
-        spreads = [rows[k] for k in order]
-        image = self.chart(
-            "http_enqueue",
-            lambda p: _bars(
-                p,
-                "HTTP enqueue, wrk -c64 (median, whiskers min-max)",
-                [
-                    ("requests/s", labels, [r["requests_per_s"] for r in spreads], False),
-                    ("p99 latency ms", labels, [r["p99_ms"] for r in spreads], False),
-                ],
-            ),
-        )
-        other = [r["other_cpu_s"]["median"] for r in rows.values()]
-        self.sections.append(
-            "\n".join(
-                [
-                    "## HTTP enqueue rate (`bench/http_enqueue.py`)",
-                    "",
-                    image,
-                    "",
-                    *lines,
-                    "",
-                    f"Redis round trips per request (counted in-process, every write to a "
-                    f"Redis connection): ours {trips.get('ours', float('nan')):.1f} "
-                    f"(an idempotent replay: {trips.get('ours_replay', float('nan')):.0f}), "
-                    f"bare `enqueue_job` {trips.get('bare', float('nan')):.1f}.",
-                    "",
-                    f"Settings: {re.sub(r' Copyright [^;]*', '', str(data.get('wrk')))}, "
-                    f"{data.get('seconds')} s per run after a "
-                    "warm-up, `uvicorn --no-access-log --workers N`, our API at its defaults "
-                    "(`LOG_LEVEL=INFO`, one account key as a SHA-256 digest), a unique "
-                    "`Idempotency-Key` per request. Versions: "
-                    f"{_versions(data.get('versions', {}))}. CPU used by other people's "
-                    f"processes during a run: median {min(other):.1f}-{max(other):.1f} s "
-                    f"per {data.get('seconds')} s run.",
-                ]
-            )
-        )
-
-    # -- drain ---------------------------------------------------------------------------
-
-    def drain(self) -> None:
-        data = _load(self.results, "drain")
-        if not data or not data.get("summary"):
-            self.missing("worker drain rate, trivial jobs", "drain")
-            return
-        rows = {r["side"]: r for r in data["summary"]}
-        ours = rows.get("ours")
-        arq, saq = rows.get("arq-tuned"), rows.get("saq")
-        if ours:
-            parts, ok = [], True
-            if saq:
-                ahead = ours["jobs_per_s"]["median"] / saq["jobs_per_s"]["median"]
-                ok &= ahead > 1
-                parts.append(f"{ahead:.2f}x SAQ")
-            if arq:
-                share = ours["jobs_per_s"]["median"] / arq["jobs_per_s"]["median"]
-                ok &= share >= 0.85
-                parts.append(f"{100 * share:.0f}% of raw arq tuned, target >= 85%")
-            peers = "; ".join(
-                f"{side}: {fmt(rows[side]['jobs_per_s'])}"
-                for side in ("arq-tuned", "saq", "celery")
-                if side in rows
-            )
-            self.summary.append(
-                "| worker drain rate, trivial jobs, 1 worker process (jobs/s) "
-                f"| full job layer: {fmt(ours['jobs_per_s'])} "
-                f"(at the default concurrency 20: "
-                f"{fmt(rows['ours-defaults']['jobs_per_s']) if 'ours-defaults' in rows else '-'})"
-                f" | {peers} | ahead of SAQ, within 15% of raw arq "
-                f"| {verdict(ok, '; '.join(parts))} |"
-            )
-        lines = [
-            "| side | settings | jobs/s | steady 10-90% jobs/s | worker CPU ms/job "
-            "| Redis CPU s | start-up s |",
-            "|---|---|---|---|---:|---:|---:|",
-        ]
-        for side, r in rows.items():
-            lines.append(
-                f"| {side} | {r['settings']} | {fmt(r['jobs_per_s'])} "
-                f"| {fmt(r['steady_jobs_per_s'])} | {r['worker_cpu_ms_per_job']['median']:.2f} "
-                f"| {r['redis_cpu_s']['median']:.2f} | {r['startup_s']['median']:.2f} |"
-            )
-        labels = list(rows)
-        image = self.chart(
-            "drain",
-            lambda p: _bars(
-                p,
-                f"{data['jobs']} trivial jobs, 1 worker process (median, whiskers min-max)",
-                [
-                    (
-                        "jobs/s (dashed: 85% of raw arq tuned)",
-                        labels,
-                        [rows[s]["jobs_per_s"] for s in labels],
-                        False,
-                        0.85 * arq["jobs_per_s"]["median"] if arq else None,
-                    )
-                ],
-            ),
-        )
-        other = [r["other_cpu_s"]["median"] for r in rows.values()]
-        self.sections.append(
-            "\n".join(
-                [
-                    "## Worker drain rate (`bench/drain.py`)",
-                    "",
-                    image,
-                    "",
-                    *lines,
-                    "",
-                    f"{data['jobs']} jobs queued before ONE worker process starts; the job is "
-                    f"{data['job']}; jobs/s = (N - 1) / (last done - first done), so start-up "
-                    "is not in it. Worker CPU ms/job includes the worker's start-up (imports). "
-                    f"Versions: {_versions(data['versions'].get('ours', {}))}; Celery side "
-                    f"{_versions(data['versions'].get('celery') or {})}. CPU used by other "
-                    f"people's processes per run: median {min(other):.1f}-{max(other):.1f} s.",
-                ]
-            )
-        )
-
-    # -- latency -------------------------------------------------------------------------
-
-    def latency(self) -> None:
-        data = _load(self.results, "latency")
-        if not data or not data.get("summary"):
-            self.missing("enqueue-to-start latency, idle system", "latency")
-            return
-        rows = {r["side"]: r for r in data["summary"]}
-        ours = rows.get("ours")
-        if ours:
-            p50, p99, cpu = ours["p50_ms"], ours["p99_ms"], ours["idle_cpu_percent"]
-            ok = p50["median"] < 15 and p99["median"] < 50 and cpu["median"] < 2
-            detail = (
-                f"p50 {p50['median']:.1f} < 15, p99 {p99['median']:.1f} < 50 ms, "
-                f"idle {cpu['median']:.2f}% < 2%"
-            )
-            peers = "; ".join(
-                f"{side}: p50 {rows[side]['p50_ms']['median']:.1f}, p99 "
-                f"{rows[side]['p99_ms']['median']:.1f} ms, idle "
-                f"{rows[side]['idle_cpu_percent']['median']:.2f}%"
-                for side in ("arq-defaults", "arq-tuned", "saq", "celery")
-                if side in rows
-            )
-            self.summary.append(
-                "| enqueue-to-start latency, idle system "
-                f"| via the HTTP API: p50 {fmt(p50, 1)} ms, p99 {fmt(p99, 1)} ms; idle worker "
-                f"{fmt(cpu, 2)}% of a core | {peers} "
-                f"| p50 < 15 ms, p99 < 50 ms, idle worker < 2% CPU | {verdict(ok, detail)} |"
-            )
-        lines = [
-            "| side | how a probe is sent; settings | p50 ms | p99 ms | pooled p99 ms (probes) "
-            "| idle worker CPU, % of a core |",
-            "|---|---|---|---|---|---|",
-        ]
-        for side, r in rows.items():
-            pooled = r["pooled"]
-            lines.append(
-                f"| {side} | {r['settings']} | {fmt(r['p50_ms'], 1)} | {fmt(r['p99_ms'], 1)} "
-                f"| {pooled['p99_ms']:.1f} ({pooled['probes']}) "
-                f"| {fmt(r['idle_cpu_percent'], 2)} |"
-            )
-        labels = list(rows)
-        image = self.chart(
-            "latency",
-            lambda p: _bars(
-                p,
-                "enqueue-to-start latency, idle system (median of reps, whiskers min-max)",
-                [
-                    ("p50 ms (log)", labels, [rows[s]["p50_ms"] for s in labels], True, 15),
-                    ("p99 ms (log)", labels, [rows[s]["p99_ms"] for s in labels], True, 50),
-                    ("idle CPU % of a core", labels,
-                     [rows[s]["idle_cpu_percent"] for s in labels], False, 2),
-                ],
-            ),
-        )  # fmt: skip
-        api = [
-            r["api_answer_ms"]["p50"]
-            for r in data.get("runs", [])
-            if r["side"] == "ours" and r.get("api_answer_ms")
-        ]
-        api_note = (
-            f" Of ours, the POST itself takes a median {sorted(api)[len(api) // 2]:.1f} ms "
-            "to answer (the job often starts before the answer arrives)."
-            if api
-            else ""
-        )
-        self.sections.append(
-            "\n".join(
-                [
-                    "## Enqueue-to-start latency (`bench/latency.py`)",
-                    "",
-                    image,
-                    "",
-                    *lines,
-                    "",
-                    f"{data['probes_per_rep']} probes per repetition, {data['reps']} "
-                    "repetitions, each probe after the previous job ran plus a random "
-                    f"{data['gap_s'][0] * 1000:.0f}-{data['gap_s'][1] * 1000:.0f} ms. Ours is "
-                    "measured end to end through the HTTP API (`POST /v1/exports` to the "
-                    "record's `started_at`, ms resolution); the peers from their enqueue call "
-                    f"to the job's own start mark.{api_note} Idle CPU: the worker's process "
-                    f"group over {data['idle_window_s']:g} s with nothing queued, from "
-                    f"/proc. Versions: {_versions(data['versions'].get('ours', {}))}.",
-                ]
-            )
-        )
-
-    # -- analysis ------------------------------------------------------------------------
-
-    def analysis(self) -> None:
-        data = _load(self.results, "analysis_throughput")
-        if not data or not data.get("summary"):
-            self.missing("I/O-bound throughput, 200 analyses", "analysis_throughput")
-            return
-        rows = data["summary"]
-        ours = next((r for r in rows if r["side"] == "ours"), None)
-        celery = next((r for r in rows if r["side"] == "celery"), None)
-        if ours and celery:
-            ratio = ours["jobs_per_s"]["median"] / celery["jobs_per_s"]["median"]
-            self.summary.append(
-                f"| I/O-bound throughput: {data['jobs']} analyses, fake Claude answering in "
-                f"{data['claude_delay_s']:g} s | 1 worker process ({ours['settings']}): "
-                f"{fmt(ours['jobs_per_s'], 1)} jobs/s | the Celery recipe: "
-                f"{fmt(celery['jobs_per_s'], 2)} jobs/s | at least 50x Celery's jobs/s "
-                f"| {verdict(ratio >= 50, f'{ratio:.1f}x')} |"
-            )
-        lines = [
-            "| side | settings | jobs/s | wall s (incl. start-up) | Claude calls in flight (max) "
-            "| worker CPU s |",
-            "|---|---|---|---|---:|---:|",
-        ]
-        for r in rows:
-            lines.append(
-                f"| {r['side']} | {r['settings']} | {fmt(r['jobs_per_s'], 2)} "
-                f"| {fmt(r['wall_s'], 1)} | {r['claude_max_in_flight']} "
-                f"| {r['cpu_s_median'].get('worker', 0):.1f} |"
-            )
-        labels = [f"{r['side']}" for r in rows]
-        image = self.chart(
-            "analysis_throughput",
-            lambda p: _bars(
-                p,
-                f"{data['jobs']} analyses, Claude answering in {data['claude_delay_s']:g} s, "
-                "1 worker process",
-                [("jobs/s (log)", labels, [r["jobs_per_s"] for r in rows], True)],
-            ),
-        )
-        v = data.get("versions", {})
-        self.sections.append(
-            "\n".join(
-                [
-                    "## I/O-bound throughput (`bench/analysis_throughput.py`)",
-                    "",
-                    image,
-                    "",
-                    *lines,
-                    "",
-                    "jobs/s = jobs / (last finish - first start). Each of our jobs reads its "
-                    "document from S3 (moto), calls the fake Messages API through "
-                    "`AsyncAnthropic`, writes the analysis to S3 and counts usage; the Celery "
-                    "task only calls Claude. Versions: ours "
-                    f"{_versions(v.get('ours', {}))}; Celery side "
-                    f"{_versions(v.get('celery', {}))}.",
-                ]
-            )
-        )
-
-    # -- crash recovery ------------------------------------------------------------------
-
-    def crash(self) -> None:
-        data = _load(self.results, "crash_recovery")
-        if not data or not data.get("sides"):
-            self.missing("crash recovery, kill -9 to the next start", "crash_recovery")
-            return
-        sides = data["sides"]
-        ours, arq = sides.get("ours"), sides.get("arq")
-        if ours:
-            bound = LEASE_S + 2
-            ok = ours["worst_s"] < bound
-            worst = f"worst {ours['worst_s']:.2f} s {'<' if ok else '>='} {bound:g} s"
-            arq_cell = (
-                f"raw arq defaults: median {arq['median_s']:.1f} s, worst {arq['worst_s']:.1f} s"
-                if arq
-                else "raw arq: not run"
-            )
-            self.summary.append(
-                f"| crash recovery: kill -9 to the job's next start ({len(ours['delays_s'])} "
-                f"trials) | median {ours['median_s']:.2f} s, worst {ours['worst_s']:.2f} s "
-                f"[min {ours['min_s']:.2f}] | {arq_cell} "
-                f"| under WORKER_LEASE_SECONDS + 2 s = {bound:g} s "
-                f"| {verdict(ok, worst)} |"
-            )
-        groups = [(name, side["delays_s"]) for name, side in sides.items()]
-        image = self.chart(
-            "crash_recovery",
-            lambda p: _strip(p, "kill -9 to the job's next start (each trial; line: median; "
-                             f"dashed: {LEASE_S + 2:g} s)", groups, "seconds (log)",
-                             LEASE_S + 2),
-        )  # fmt: skip
-        lines = ["| side | trials | median s | worst s | min s |", "|---|---:|---:|---:|---:|"]
-        for name, side in sides.items():
-            lines.append(
-                f"| {name} | {len(side['delays_s'])} | {side['median_s']:.2f} "
-                f"| {side['worst_s']:.2f} | {side['min_s']:.2f} |"
-            )
-        self.sections.append(
-            "\n".join(
-                [
-                    "## Crash recovery (`bench/crash_recovery.py`)",
-                    "",
-                    image,
-                    "",
-                    *lines,
-                    "",
-                    "Ours at its defaults (`WORKER_LEASE_SECONDS=10`), trials one after "
-                    "another; raw arq 0.28 at its defaults (`job_timeout=300`, so a 310 s "
-                    "claim), its trials concurrent. Method in bench/README.md. Versions: "
-                    f"{_versions(data.get('versions', {}))}.",
-                ]
-            )
-        )
-
-    # -- export memory -------------------------------------------------------------------
-
-    def export(self) -> None:
-        data = _load(self.results, "export_memory")
-        if not data or not data.get("runs"):
-            self.missing("export of 100k documents", "export_memory")
-            return
-        by_size: dict[int, list[dict[str, Any]]] = {}
-        for run in data["runs"]:
-            by_size.setdefault(run["docs"], []).append(run)
-        sizes = sorted(by_size)
-        stats = {
-            docs: {
-                "dps": _spread([r["documents_per_s"] for r in runs]),
-                "growth": _spread([r["rss_growth_mib"] for r in runs]),
-                "hwm": _spread([r["vmhwm_growth_mib"] for r in runs]),
-                "verified": all(r.get("verified", {}).get("ok") for r in runs),
-                "runs": len(runs),
-            }
-            for docs, runs in by_size.items()
-        }
-        big, small = sizes[-1], sizes[0]
-        b, s = stats[big], stats[small]
-        ok = b["hwm"]["max"] < 64 and (
-            big == small or b["hwm"]["median"] < 1.5 * max(8, s["hwm"]["median"])
-        )
-        detail = (
-            f"VmHWM growth at most {b['hwm']['max']:.1f} MiB at {big:,} documents, median "
-            f"{s['hwm']['median']:.1f} MiB at {small:,}"
-        )
-        self.summary.append(
-            f"| export of {big:,} documents ({data['format']}) | {fmt(b['dps'])} documents/s, "
-            f"RSS growth {fmt(b['growth'], 1)} MiB (VmHWM {fmt(b['hwm'], 1)}) "
-            f"| {small:,} documents: {fmt(s['dps'])} documents/s, growth "
-            f"{fmt(s['growth'], 1)} MiB (VmHWM {fmt(s['hwm'], 1)}) "
-            "| RSS growth under 64 MiB and flat "
-            f"| {verdict(ok, detail)} |"
-        )
-        lines = [
-            "| documents | runs | documents/s | RSS growth MiB | VmHWM growth MiB "
-            "| archive verified |",
-            "|---:|---:|---|---|---|---|",
-        ]
-        for docs in sizes:
-            st = stats[docs]
-            lines.append(
-                f"| {docs:,} | {st['runs']} | {fmt(st['dps'])} | {fmt(st['growth'], 1)} "
-                f"| {fmt(st['hwm'], 1)} | {'yes' if st['verified'] else 'NO'} |"
-            )
-        labels = [f"{d:,}" for d in sizes]
-        image = self.chart(
-            "export_memory",
-            lambda p: _bars(
-                p,
-                f"export ({data['format']}), 1 worker (median, whiskers min-max)",
-                [
-                    ("RSS growth MiB (VmHWM)", labels, [stats[d]["hwm"] for d in sizes], False, 64),
-                    ("documents/s", labels, [stats[d]["dps"] for d in sizes], False),
-                ],
-            ),
-        )
-        self.sections.append(
-            "\n".join(
-                [
-                    "## Export memory (`bench/export_memory.py`)",
-                    "",
-                    image,
-                    "",
-                    *lines,
-                    "",
-                    f"~{data.get('text_bytes')} B of text per document; RSS sampled every "
-                    f"{data.get('rss_sample_interval_s')} s from /proc; growth = peak during "
-                    "the export - RSS just before; VmHWM is the kernel's high-water mark. "
-                    f"Worker settings: {data.get('worker_settings')}. The 100k export runs "
-                    "once per full run (with its seeding, about half an hour against moto on "
-                    "the shared machine), the 10k one three times. Versions: "
-                    f"{_versions(data.get('versions', {}))}."
-                    + (f" {data['note']}" if data.get("note") else ""),
-                ]
-            )
-        )
-
-    # -- webhooks ------------------------------------------------------------------------
-
-    def webhooks(self) -> None:
-        data = _load(self.results, "webhook_throughput")
-        if not data or not data.get("summary"):
-            self.missing("webhook deliveries/s", "webhook_throughput")
-            return
-        rows = data["summary"]
-        first = rows[0]
-        self.summary.append(
-            f"| webhook deliveries/s: {data['events']:,} events x {data['endpoints']} endpoints "
-            f"| {fmt(first['deliveries_per_s'])} deliveries/s "
-            f"(WORKER_CONCURRENCY={first['worker_concurrency']}, "
-            f"{first['worker_cpu_ms_per_delivery_after_start']['median']:.2f} ms CPU each) "
-            "| | report | reported |"
-        )
-        lines = [
-            "| WORKER_CONCURRENCY | runs | deliveries/s | worker CPU ms/delivery | all succeeded |",
-            "|---:|---:|---|---:|---|",
-        ]
-        for r in rows:
-            lines.append(
-                f"| {r['worker_concurrency']} | {r['runs']} | {fmt(r['deliveries_per_s'])} "
-                f"| {r['worker_cpu_ms_per_delivery_after_start']['median']:.2f} "
-                f"| {'yes' if r['all_succeeded'] else 'NO'} |"
-            )
-        labels = [f"concurrency {r['worker_concurrency']}" for r in rows]
-        image = self.chart(
-            "webhook_throughput",
-            lambda p: _bars(
-                p,
-                f"{data['deliveries']:,} webhook deliveries, 1 worker (median, whiskers min-max)",
-                [("deliveries/s", labels, [r["deliveries_per_s"] for r in rows], False)],
-            ),
-        )
-        self.sections.append(
-            "\n".join(
-                [
-                    "## Webhook deliveries (`bench/webhook_throughput.py`)",
-                    "",
-                    image,
-                    "",
-                    *lines,
-                    "",
-                    "Every event published before one worker starts; local receivers answer "
-                    "200 at once; deliveries/s = deliveries / (last received - first "
-                    f"received). Versions: {_versions(data.get('versions', {}))}.",
-                ]
-            )
-        )
-
-
-def _spread(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    n = len(ordered)
-    median = ordered[n // 2] if n % 2 else (ordered[n // 2 - 1] + ordered[n // 2]) / 2
-    return {"median": median, "min": ordered[0], "max": ordered[-1], "n": n}
-
-
-def _versions(found: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in found.items() if v) or "-"
-
-
-def _machine_note(results: Path) -> str:
-    notes = []
-    for name in ("http_enqueue", "drain", "latency"):
-        data = _load(results, name)
-        if data and data.get("machine"):
-            m = data["machine"]
-            notes.append(f"{name} started at load average {m['loadavg_at_start']}")
-    return "; ".join(notes)
-
-
-def write(results: Path, report_dir: Path, *, quick: bool) -> Path:
-    """Write RESULTS.md (and charts/*.png) into `report_dir` from the JSON in `results`."""
-    charts = report_dir / "charts"
-    charts.mkdir(parents=True, exist_ok=True)
-    report = Report(results, charts, "charts/")
-    for section in (report.http_enqueue, report.drain, report.latency, report.analysis,
-                    report.crash, report.export, report.webhooks):  # fmt: skip
-        try:
-            section()
-        except Exception as exc:  # one broken file must not lose the rest
-            report.summary.append(f"| {section.__name__} | report failed: {exc!r} | | | |")
-    ran = load_runlog(results)
-    git = (_load(results, "drain") or _load(results, "http_enqueue") or {}).get("git_at_start", {})
-    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    total_min = sum(step.get("seconds", 0) for step in ran.values()) / 60
-    failed = [name for name, step in ran.items() if step.get("exit") != 0]
-    header = [
-        "# Benchmark results" + (" (QUICK RUN: tiny sizes, figures mean nothing)" if quick else ""),
-        "",
-        f"Written by `bench/run.sh{' --quick' if quick else ''}` on {when} "
-        f"({total_min:.0f} min of benchmarks), commit `{git.get('commit', '?')}`"
-        + (f" with uncommitted changes in {', '.join(git['dirty'])}" if git.get("dirty") else "")
-        + ". How each is measured: [README.md](README.md).",
-        "",
-        f"**Shared cores.** {os.cpu_count()} cores: every benchmark's system under test, its "
-        "Redis and its load generator share them, and so do other people's processes when "
-        "any run (this machine is shared). Each section gives the CPU those used meanwhile; "
-        f"near 0 means the machine was otherwise quiet. {_machine_note(results)}.",
-        "",
-    ]
-    if failed:
-        header += [f"Failed or timed out: {', '.join(failed)} (see `bench/results/`).", ""]
-    body = [
-        "## Summary",
-        "",
-        "| what | this service | side by side with | target | result |",
-        "|---|---|---|---|---|",
-        *report.summary,
-        "",
-        *("\n\n".join(report.sections).split("\n")),
-        "",
-    ]
-    findings = Path(__file__).with_name("findings.md")
-    if not quick and findings.exists():
-        # Hand-written: where a target is missed, by how much, and what bounds it (profiles).
-        body += [findings.read_text().strip(), ""]
+def write(
+    results: Path,
+    report_dir: Path,
+    *,
+    quick: bool = False,
+    charts: bool = True,
+    readme: Path | None = None,
+    notes: Path = NOTES,
+) -> Path:
+    """Write `report_dir/RESULTS.md` (and `report_dir/charts/*.png`) from `results`, and
+    the README's table when `readme` is given. Returns the RESULTS.md path."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    built = build(results, report_dir, notes=notes, quick=quick)
     path = report_dir / "RESULTS.md"
-    path.write_text("\n".join(header + body))
+    path.write_text(built.markdown)
+    if charts:
+        draw_all(built, report_dir)
+    if readme is not None and not update_readme(readme, readme_block(built, path, readme)):
+        log.warning("%s has no benchmark table markers; not updated", readme)
     return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench", help="where RESULTS.md goes")
+    parser.add_argument("--no-charts", action="store_true", help="do not redraw the charts")
+    parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
+    parser.add_argument("--quick", action="store_true", help="title it a quick run's report")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    readme = None if args.no_readme or args.quick else README
+    path = write(args.results, args.out, quick=args.quick, charts=not args.no_charts, readme=readme)
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the module's own copy (`bench.report`, which the sections import), not `__main__`,
+    # so the sections' `Section` is this module's.
+    from bench.report import main as run
+
+    sys.exit(run())

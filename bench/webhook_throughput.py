@@ -24,22 +24,19 @@ deliveries/s = deliveries / (last received - first received), on this host's clo
 wall = last received - worker spawn (the worker's start-up included). CPU seconds of the
 worker, Redis and this process (receivers and polling) are read from /proc. Repetitions
 interleave the concurrency settings. Every wait has a deadline; every process started here
-is stopped by its pid in a `finally`. Raw figures go to `bench/results/webhook_throughput.json`.
+is stopped by its pid in a `finally`. The figures go to
+`bench/results/webhook_throughput.json` (`bench.common.Recorder`), each concurrency's
+repetitions as the values of `c<N>.<figure>`.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +50,7 @@ from bench.analysis_throughput import (
     stop_process,
     worker_env,
 )
-from bench.common import exit_on_sigterm, log
-from bench.export_memory import git_state, redis_server_version
+from bench.common import Recorder, add_common_args, exit_on_sigterm, log, our_versions
 from jobs.records import WORKERS_KEY, running_key
 from jobs.settings import Settings
 from jobs.webhooks import KIND, WebhookStore, endpoint_deliveries_key
@@ -376,12 +372,33 @@ async def run_rep(
 # ------------------------------------------------------------------------- report
 
 
-def versions() -> dict[str, str]:
-    names = ("arq", "redis", "hiredis", "httpx", "httpcore", "standardwebhooks", "cryptography")
-    found = {name: version(name) for name in names}
-    found["python"] = platform.python_version()
-    found["redis-server"] = redis_server_version()
-    return found
+def declare(recorder: Recorder, concurrencies: list[int]) -> None:
+    """The figures of this benchmark, in the order the report lists them."""
+    for n in concurrencies:
+        side = f"c{n}"
+        recorder.figure(f"{side}.deliveries_per_s", f"concurrency {n}: deliveries/s",
+                        "deliveries/s", "higher")  # fmt: skip
+        recorder.figure(f"{side}.wall_s", f"concurrency {n}: wall, start-up included", "s",
+                        "lower")  # fmt: skip
+        recorder.figure(f"{side}.worker_cpu_ms_per_delivery_after_start",
+                        f"concurrency {n}: worker CPU per delivery after start-up", "ms",
+                        "lower", digits=2)  # fmt: skip
+        recorder.figure(f"{side}.in_flight_max", f"concurrency {n}: deliveries in flight, max",
+                        "deliveries", None, digits=0)  # fmt: skip
+        recorder.figure(f"{side}.other_cpu_s", f"concurrency {n}: CPU of other processes", "s",
+                        None, digits=1)  # fmt: skip
+
+
+def record(recorder: Recorder, result: dict[str, Any]) -> None:
+    side = f"c{result['worker_concurrency']}"
+    recorder.add(f"{side}.deliveries_per_s", result["deliveries_per_s"])
+    recorder.add(f"{side}.wall_s", result["wall_s"])
+    recorder.add(
+        f"{side}.worker_cpu_ms_per_delivery_after_start",
+        result["worker_cpu_ms_per_delivery_after_start"],
+    )
+    recorder.add(f"{side}.in_flight_max", result["in_flight"]["max"])
+    recorder.add(f"{side}.other_cpu_s", result["cpu_s"]["other"])
 
 
 def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -394,18 +411,8 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "runs": len(group),
             "deliveries_per_s": spread([r["deliveries_per_s"] for r in group]),
             "wall_s": spread([r["wall_s"] for r in group]),
-            "worker_cpu_ms_per_delivery": spread([r["worker_cpu_ms_per_delivery"] for r in group]),
             "worker_cpu_ms_per_delivery_after_start": spread(
                 [r["worker_cpu_ms_per_delivery_after_start"] for r in group]
-            ),
-            "in_flight_max": max(r["in_flight"]["max"] for r in group),
-            "in_flight_mean": spread([r["in_flight"]["mean"] for r in group]),
-            "worker_cpu_s": spread([r["cpu_s"]["worker"] for r in group]),
-            "other_cpu_s": spread([r["cpu_s"]["other"] for r in group]),
-            "receiver_max_open_connections": max(r["receiver_max_open_connections"] for r in group),
-            "receiver_connections": spread([r["receiver_connections"] for r in group]),
-            "attempt_latency_ms_median": spread(
-                [r["verified"]["attempt_latency_ms"]["median"] for r in group]
             ),
             "all_succeeded": all(r["verified"]["ok"] for r in group),
         }
@@ -416,9 +423,8 @@ def summarize(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| WORKER_CONCURRENCY | runs | deliveries/s median [min-max] | wall s median [min-max] "
-        "| in flight max (mean) | worker CPU ms/delivery (after start-up) "
-        "| attempt latency ms (median) | receiver connections (max open) | all succeeded |",
-        "|---:|---:|---|---|---|---:|---:|---|---|",
+        "| worker CPU ms/delivery (after start-up) | all succeeded |",
+        "|---:|---:|---|---|---:|---|",
     ]
     for row in rows:
         d, w = row["deliveries_per_s"], row["wall_s"]
@@ -426,21 +432,10 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"| {row['worker_concurrency']} | {row['runs']} "
             f"| {d['median']:.1f} [{d['min']:.1f}-{d['max']:.1f}] "
             f"| {w['median']:.1f} [{w['min']:.1f}-{w['max']:.1f}] "
-            f"| {row['in_flight_max']} ({row['in_flight_mean']['median']:.1f}) "
             f"| {row['worker_cpu_ms_per_delivery_after_start']['median']:.2f} "
-            f"| {row['attempt_latency_ms_median']['median']:.0f} "
-            f"| {row['receiver_connections']['median']:.0f} "
-            f"({row['receiver_max_open_connections']}) "
             f"| {'yes' if row['all_succeeded'] else 'NO'} |"
         )
     return "\n".join(lines)
-
-
-def write(out: Path, meta: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
-    report = {**meta, "summary": summarize(runs), "runs": runs}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    return report
 
 
 def main() -> None:
@@ -449,60 +444,54 @@ def main() -> None:
     parser.add_argument("--endpoints", type=int, default=10)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[20, 200])
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    add_common_args(parser, DEFAULT_OUT)
     args = parser.parse_args()
     exit_on_sigterm()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     defaults = Settings(_env_file=None)
-    meta: dict[str, Any] = {
-        "benchmark": "webhook_throughput",
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "events": args.events,
-        "endpoints": args.endpoints,
-        "deliveries": args.events * args.endpoints,
-        "published": "all events before the worker starts",
-        "worker_settings": {
-            "WEBHOOK_ALLOW_PRIVATE_NETWORKS": True,
-            "WORKER_POLL_DELAY_SECONDS": defaults.worker_poll_delay_seconds,
-            "WORKER_CONCURRENCY": args.concurrency,
-            "rest": "defaults",
+    concurrencies = list(dict.fromkeys(args.concurrency))
+    recorder = Recorder(
+        "webhook_throughput",
+        args.out,
+        quick=args.quick,
+        settings={
+            "events": args.events,
+            "endpoints": args.endpoints,
+            "deliveries": args.events * args.endpoints,
+            "reps": args.reps,
+            "published": "all events before the worker starts",
+            "receivers": "one local HTTP receiver per endpoint, answering 200 at once",
+            "worker_settings": {
+                "WEBHOOK_ALLOW_PRIVATE_NETWORKS": True,
+                "WORKER_POLL_DELAY_SECONDS": defaults.worker_poll_delay_seconds,
+                "rest": "defaults",
+            },
+            "sides": {f"c{n}": f"WORKER_CONCURRENCY={n}" for n in concurrencies},
         },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "note": f"{os.cpu_count()} cores shared by the worker under test, Redis and this "
-            "script (the receivers and the polling)",
-        },
-        "versions": versions(),
-        "git_at_start": git_state(),
-    }
+        versions=our_versions(),
+    )
+    declare(recorder, concurrencies)
     runs: list[dict[str, Any]] = []
     redis_server = RedisServer()
     try:
         redis_server.start()
         log(f"redis {redis_server.url}")
         for rep in range(1, args.reps + 1):
-            for concurrency in args.concurrency:
-                runs.append(
-                    asyncio.run(
-                        run_rep(redis_server, args.events, args.endpoints, concurrency, rep)
-                    )
+            for concurrency in concurrencies:
+                result = asyncio.run(
+                    run_rep(redis_server, args.events, args.endpoints, concurrency, rep)
                 )
-                write(args.out, meta, runs)
+                runs.append(result)
+                record(recorder, result)
+                recorder.run(result)
     finally:
         redis_server.stop()
-    meta["git_at_end"] = git_state()
-    report = write(args.out, meta, runs)
+    recorder.finish()
     print(f"\n{args.events} events x {args.endpoints} endpoints = "
           f"{args.events * args.endpoints} deliveries, published before the worker starts, "
           "ONE worker process, receivers answering 200 at once\n")  # fmt: skip
-    print(table(report["summary"]))
-    print(f"\nversions: {meta['versions']}")
-    print(f"machine: {meta['machine']['note']}")
-    git = meta["git_at_start"]
-    print(f"commit: {git['commit']}{' with uncommitted changes: ' if git['dirty'] else ''}"
-          f"{', '.join(git['dirty'])}")  # fmt: skip
-    print(f"raw figures: {args.out}")
+    print(table(summarize(runs)))
+    print(f"\nresults: {args.out}")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@
   from `QUEUE_NAME`), with `bench_sleep`, `bench_noop` and `bench_mark`.
 - `TunedArqWorkerSettings`: the same, tuned for throughput and latency: `max_jobs=100`,
   `poll_delay=ARQ_TUNED_POLL_S`.
+- `MarkedWorkerSettings`: this service's production worker (`jobs.worker.DOMAIN_KINDS`,
+  settings from the environment) whose `export` handler first pushes the wall-clock time
+  it started on `bench:marks`, then runs the real export: the latency benchmark stamps our
+  jobs where the peers stamp theirs, inside the job at the handler's start.
 
 `bench.sleep`/`bench_sleep` record every start of a job as `{"pid", "at"}` (wall clock) on
 the Redis list `bench:started:<job id>`, then sleep, so the benchmark sees which process ran
@@ -25,7 +29,7 @@ from typing import Any
 from arq.connections import RedisSettings
 from arq.constants import default_queue_name
 
-from jobs.runner import JobKind, JobRun
+from jobs.runner import Handler, JobKind, JobRun
 
 OUR_KIND = "bench.sleep"
 OUR_NOOP_KIND = "bench.noop"
@@ -94,6 +98,29 @@ BENCH_KINDS: tuple[JobKind, ...] = (
 )
 
 
+def marked(handler: Handler) -> Handler:
+    """`handler`, first pushing the wall-clock time it started on `bench:marks` (as the
+    peers' `bench_mark`/`mark` jobs do)."""
+
+    async def run_marked(run: JobRun, args: dict[str, Any]) -> Any:
+        await run.deps.redis.rpush(MARKS_KEY, repr(time.time()))
+        return await handler(run, args)
+
+    return run_marked
+
+
+def marked_settings_class() -> type:
+    """The production worker, with the export handler marking its start."""
+    from jobs.settings import load_settings
+    from jobs.worker import DOMAIN_KINDS, settings_class
+
+    kinds = tuple(
+        JobKind(kind.name, marked(kind.handler)) if kind.name == "export" else kind
+        for kind in DOMAIN_KINDS
+    )
+    return settings_class(load_settings(_env_file=None), kinds)
+
+
 def our_settings_class() -> type:
     """Our worker, with the settings in the environment (or their defaults)."""
     from jobs.settings import load_settings
@@ -126,6 +153,8 @@ def __getattr__(name: str) -> Any:
         return our_settings_class()
     if name == "PlainArqWorkerSettings":
         return plain_arq_settings_class()
+    if name == "MarkedWorkerSettings":
+        return marked_settings_class()
     if name == "TunedArqWorkerSettings":
         return plain_arq_settings_class(max_jobs=ARQ_TUNED_MAX_JOBS, poll_delay=ARQ_TUNED_POLL_S)
     raise AttributeError(name)
