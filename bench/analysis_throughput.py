@@ -71,7 +71,10 @@ from bench.common import (
     spread,
 )
 from jobs.documents import Documents
-from jobs.records import ACTIVE_KEY, JobState, JobStore
+from jobs.domains import REGISTRY
+from jobs.engine import keys
+from jobs.engine.records import JobState
+from jobs.engine.store import JobStore
 from jobs.settings import Settings
 from jobs.storage import open_storage
 from tests.support.fake_anthropic import FakeAnthropic
@@ -216,7 +219,7 @@ async def prepare_ours(settings: Settings, jobs: int) -> list[str]:
                 )
                 for _ in range(jobs)
             ]
-        store = JobStore(redis, settings)
+        store = JobStore(redis, settings, REGISTRY)
         return [
             (
                 await store.create(
@@ -239,7 +242,7 @@ async def wait_ours(
     try:
         deadline = time.monotonic() + timeout_s
         while True:
-            unfinished = await redis.zcard(ACTIVE_KEY)
+            unfinished = await redis.zcard(keys.ACTIVE)
             if unfinished == 0:
                 break
             if proc.poll() is not None:
@@ -247,7 +250,7 @@ async def wait_ours(
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{unfinished} jobs still unfinished after {timeout_s:g}s")
             await asyncio.sleep(POLL_S)
-        records = await JobStore(redis, settings).get_many(job_ids)
+        records = await JobStore(redis, settings, REGISTRY).get_many(job_ids)
     finally:
         await redis.aclose()
     return [

@@ -56,9 +56,17 @@ from bench.common import (
     our_versions,
     wait_for,
 )
-from bench.workers import OUR_KIND, PLAIN_FUNCTION, json_dumps, json_loads, started_key
-from jobs.leases import BEATS_PER_LEASE, DEAD_AFTER
-from jobs.records import WORKERS_KEY, JobStore
+from bench.workers import (
+    BENCH_REGISTRY,
+    OUR_KIND,
+    PLAIN_FUNCTION,
+    json_dumps,
+    json_loads,
+    started_key,
+)
+from jobs.engine import keys
+from jobs.engine.leases import BEATS_PER_LEASE, DEAD_AFTER
+from jobs.engine.store import JobStore
 from jobs.settings import Settings
 from tests.support.services import RedisServer
 
@@ -179,7 +187,7 @@ def summary(delays: list[float]) -> dict[str, float]:
 async def enqueue_ours(settings: Settings) -> str:
     redis = AsyncRedis.from_url(settings.redis_url)
     try:
-        store = JobStore(redis, settings)
+        store = JobStore(redis, settings, BENCH_REGISTRY)
         enqueued = await store.create(kind=OUR_KIND, account="bench", args={"seconds": JOB_SECONDS})
         return enqueued.job_id
     finally:
@@ -188,7 +196,7 @@ async def enqueue_ours(settings: Settings) -> str:
 
 def our_worker_up(r: Redis, pid: int, lease_s: float) -> bool:
     """Whether our worker with this pid beat within the last lease (ids are host-pid-hex)."""
-    for member, score in r.zrange(WORKERS_KEY, 0, -1, withscores=True):
+    for member, score in r.zrange(keys.WORKERS, 0, -1, withscores=True):
         if f"-{pid}-" in member.decode() and score >= time.time() - lease_s:
             return True
     return False

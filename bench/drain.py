@@ -64,12 +64,13 @@ from bench.common import (
 from bench.workers import (
     ARQ_TUNED_MAX_JOBS,
     ARQ_TUNED_POLL_S,
+    BENCH_REGISTRY,
     DONE_KEY,
     OUR_NOOP_KIND,
     PLAIN_NOOP,
     json_dumps,
 )
-from jobs.records import JobStore
+from jobs.engine.store import JobStore
 from jobs.settings import Settings
 from tests.support.services import RedisServer
 
@@ -123,7 +124,7 @@ async def _gather_in_chunks(jobs: int, make: Callable[[int], Any], chunk: int = 
 async def enqueue_ours(redis_url: str, jobs: int) -> None:
     redis = AsyncRedis.from_url(redis_url)
     try:
-        store = JobStore(redis, our_settings(redis_url, CONCURRENCY))
+        store = JobStore(redis, our_settings(redis_url, CONCURRENCY), BENCH_REGISTRY)
         await _gather_in_chunks(
             jobs, lambda _i: store.create(kind=OUR_NOOP_KIND, account="bench", args={})
         )

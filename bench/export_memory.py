@@ -82,8 +82,12 @@ from bench.analysis_throughput import (
 )
 from bench.common import Recorder, add_common_args, exit_on_sigterm, log, our_versions
 from jobs.documents import doc_index_key, document_key
-from jobs.exports import PartSink, export_key
-from jobs.records import WORKERS_KEY, JobRecord, JobStore, now_ms
+from jobs.domains import REGISTRY
+from jobs.engine import keys
+from jobs.engine.records import JobRecord, now_ms
+from jobs.engine.store import JobStore
+from jobs.exports import export_key
+from jobs.exports.uploads import PartSink
 from jobs.settings import Settings
 from jobs.storage import open_storage
 from tests.support.services import RedisServer, S3Server
@@ -266,7 +270,7 @@ async def prepare(settings: Settings, docs: int, user_id: str) -> tuple[Seeded, 
 async def enqueue_export(settings: Settings, user_id: str, fmt: str) -> str:
     redis = AsyncRedis.from_url(settings.redis_url)
     try:
-        created = await JobStore(redis, settings).create(
+        created = await JobStore(redis, settings, REGISTRY).create(
             kind="export", account=ACCOUNT, args={"user_id": user_id, "format": fmt}
         )
         return created.job_id
@@ -277,7 +281,7 @@ async def enqueue_export(settings: Settings, user_id: str, fmt: str) -> str:
 async def read_record(settings: Settings, job_id: str) -> JobRecord | None:
     redis = AsyncRedis.from_url(settings.redis_url)
     try:
-        return await JobStore(redis, settings).get(job_id)
+        return await JobStore(redis, settings, REGISTRY).get(job_id)
     finally:
         await redis.aclose()
 
@@ -285,7 +289,7 @@ async def read_record(settings: Settings, job_id: str) -> JobRecord | None:
 def wait_online(settings: Settings, proc: subprocess.Popen, timeout_s: float) -> float:
     deadline = time.monotonic() + timeout_s
     with Redis.from_url(settings.redis_url) as client:
-        while not client.zcard(WORKERS_KEY):
+        while not client.zcard(keys.WORKERS):
             if proc.poll() is not None:
                 raise RuntimeError(f"the worker exited ({proc.returncode}) before coming online")
             if time.monotonic() > deadline:

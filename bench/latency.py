@@ -67,7 +67,7 @@ from bench.common import (
     wait_for,
 )
 from bench.workers import ARQ_TUNED_MAX_JOBS, ARQ_TUNED_POLL_S, MARKS_KEY, PLAIN_MARK, json_dumps
-from jobs.records import record_key
+from jobs.engine.keys import record as record_key
 from jobs.settings import Settings
 from jobs.storage import open_storage
 from tests.support.services import RedisServer, S3Server, free_port

@@ -9,16 +9,16 @@ receiver per endpoint (raw asyncio streams in this process: it parses the head, 
 body, counts it, notes the time and the `webhook-id`, and answers `200` with keep-alive;
 no signature check). Per repetition and WORKER_CONCURRENCY, with Redis flushed first:
 
-1. `--endpoints` endpoints for one account (`WebhookStore.create_endpoint(account, url,
+1. `--endpoints` endpoints for one account (`EndpointStore.create(account, url,
    ["export.completed"])`), then `--events` events published with
-   `WebhookStore.publish(account, "export.completed", f"evt_{i}", {"i": i})`, all BEFORE the
+   `DeliveryLog.publish(account, "export.completed", f"evt_{i}", {"i": i})`, all BEFORE the
    worker starts (so events x endpoints deliveries are due at once, their attempt-1 arq
    jobs queued).
 2. ONE worker, `arq jobs.worker.WorkerSettings`, starts with
    `WEBHOOK_ALLOW_PRIVATE_NETWORKS=true`, `WORKER_CONCURRENCY` as given, the rest default.
    The worker builds an S3 client at start but never calls it (dummy endpoint).
 3. The script waits (bounded) until every delivery has reached a receiver and ended, then
-   checks every delivery with `WebhookStore.get_delivery`: `succeeded`, one attempt, 200.
+   checks every delivery with `DeliveryLog.get`: `succeeded`, one attempt, 200.
 
 deliveries/s = deliveries / (last received - first received), on this host's clock;
 wall = last received - worker spawn (the worker's start-up included). CPU seconds of the
@@ -51,9 +51,13 @@ from bench.analysis_throughput import (
     worker_env,
 )
 from bench.common import Recorder, add_common_args, exit_on_sigterm, log, our_versions
-from jobs.records import WORKERS_KEY, running_key
+from jobs.domains import REGISTRY
+from jobs.engine import keys
+from jobs.engine.store import JobStore
 from jobs.settings import Settings
-from jobs.webhooks import KIND, WebhookStore, endpoint_deliveries_key
+from jobs.webhooks import DeliveryLog, EndpointStore
+from jobs.webhooks.deliveries import KIND
+from jobs.webhooks.endpoints import endpoint_deliveries_key
 from tests.support.services import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -161,13 +165,15 @@ def bench_settings(redis_url: str, concurrency: int) -> Settings:
 
 
 async def publish_all(
-    store: WebhookStore, receivers: Receivers, events: int
+    store: DeliveryLog, receivers: Receivers, events: int
 ) -> tuple[list[str], float]:
     """Register the endpoints and publish the events; the endpoint ids and the seconds taken."""
     clock = time.monotonic()
     endpoint_ids = []
     for index in range(receivers.count):
-        endpoint, _secret = await store.create_endpoint(ACCOUNT, receivers.url(index), [EVENT_TYPE])
+        endpoint, _secret = await store.endpoints.create(
+            ACCOUNT, receivers.url(index), [EVENT_TYPE]
+        )
         endpoint_ids.append(endpoint.id)
     gate = asyncio.Semaphore(PUBLISH_CONCURRENCY)
 
@@ -194,15 +200,17 @@ async def states(redis: AsyncRedis, ids: list[str]) -> dict[str, int]:
     counts: dict[str, int] = {}
     async with redis.pipeline(transaction=False) as pipe:
         for delivery_id in ids:
-            pipe.hget(f"lr:wh:dl:{delivery_id}", "state")
+            pipe.hget(keys.record(delivery_id), "state")
         for value in await pipe.execute():
             state = value.decode() if value else "missing"
+            if state in ("queued", "running", "retrying"):
+                state = "pending"  # as the delivery log shows a delivery's job
             counts[state] = counts.get(state, 0) + 1
     return counts
 
 
-async def verify(store: WebhookStore, ids: list[str]) -> dict[str, Any]:
-    """Every delivery through `WebhookStore.get_delivery`: succeeded, one attempt, a 200."""
+async def verify(store: DeliveryLog, ids: list[str]) -> dict[str, Any]:
+    """Every delivery through `DeliveryLog.get`: succeeded, one attempt, a 200."""
     by_state: dict[str, int] = {}
     attempts_hist: dict[int, int] = {}
     latencies: list[int] = []
@@ -210,7 +218,7 @@ async def verify(store: WebhookStore, ids: list[str]) -> dict[str, Any]:
     for start in range(0, len(ids), VERIFY_CHUNK):
         chunk = ids[start : start + VERIFY_CHUNK]
         for delivery_id, delivery in zip(
-            chunk, await asyncio.gather(*(store.get_delivery(d) for d in chunk)), strict=True
+            chunk, await asyncio.gather(*(store.get(d) for d in chunk)), strict=True
         ):
             if delivery is None:
                 by_state["missing"] = by_state.get("missing", 0) + 1
@@ -242,7 +250,7 @@ async def verify(store: WebhookStore, ids: list[str]) -> dict[str, Any]:
 
 async def wait_online(redis: AsyncRedis, proc: Any, timeout_s: float) -> float:
     deadline = time.monotonic() + timeout_s
-    while not await redis.zcard(WORKERS_KEY):
+    while not await redis.zcard(keys.WORKERS):
         if proc.poll() is not None:
             raise RuntimeError(f"the worker exited ({proc.returncode}) before coming online")
         if time.monotonic() > deadline:
@@ -253,8 +261,8 @@ async def wait_online(redis: AsyncRedis, proc: Any, timeout_s: float) -> float:
 
 async def sample_in_flight(redis: AsyncRedis, into: list[tuple[float, int]]) -> None:
     """(time, deliveries running in the worker) every IN_FLIGHT_EVERY_S, until cancelled:
-    `deliver_webhook` adds its arq job to `lr:running:webhook` while it runs."""
-    key = running_key(KIND)
+    a running delivery is in the engine's running index of its kind."""
+    key = keys.running(KIND)
     while True:
         into.append((time.time(), await redis.zcard(key)))
         await asyncio.sleep(IN_FLIGHT_EVERY_S)
@@ -275,7 +283,7 @@ async def run_rep(
     try:
         await redis.flushall()
         await receivers.start()
-        store = WebhookStore(redis, settings)
+        store = DeliveryLog(JobStore(redis, settings, REGISTRY), EndpointStore(redis, settings))
         endpoint_ids, publish_s = await publish_all(store, receivers, events)
         ids = await delivery_ids(redis, endpoint_ids)
         queued = await redis.zcard(settings.queue_name)

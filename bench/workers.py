@@ -1,12 +1,13 @@
 """Worker settings for the benchmarks, started as `arq bench.workers.<Name>` subprocesses.
 
-- `OurWorkerSettings`: this service's worker (`jobs.worker.settings_class`) with one
-  job kind, `bench.sleep`; its settings are read from the environment when arq starts it.
+- `OurWorkerSettings`: this service's worker (`jobs.worker.settings_class`) with the
+  benchmark kinds `bench.sleep` and `bench.noop` besides the service's own; its settings are
+  read from the environment when arq starts it.
 - `PlainArqWorkerSettings`: arq 0.28 at its defaults (JSON instead of pickle, the queue
   from `QUEUE_NAME`), with `bench_sleep`, `bench_noop` and `bench_mark`.
 - `TunedArqWorkerSettings`: the same, tuned for throughput and latency: `max_jobs=100`,
   `poll_delay=ARQ_TUNED_POLL_S`.
-- `MarkedWorkerSettings`: this service's production worker (`jobs.worker.DOMAIN_KINDS`,
+- `MarkedWorkerSettings`: this service's production worker (`jobs.domains.REGISTRY`,
   settings from the environment) whose `export` handler first pushes the wall-clock time
   it started on `bench:marks`, then runs the real export: the latency benchmark stamps our
   jobs where the peers stamp theirs, inside the job at the handler's start.
@@ -24,12 +25,18 @@ import asyncio
 import json
 import os
 import time
+from dataclasses import replace
 from typing import Any
 
 from arq.connections import RedisSettings
 from arq.constants import default_queue_name
 
-from jobs.runner import Handler, JobKind, JobRun
+from jobs.domains import REGISTRY
+from jobs.engine import JobKind, JobRun
+from jobs.engine.arq_adapter import use_longrun_worker
+from jobs.engine.registry import Handler
+from jobs.settings import load_settings
+from jobs.worker import settings_class
 
 OUR_KIND = "bench.sleep"
 OUR_NOOP_KIND = "bench.noop"
@@ -96,6 +103,8 @@ BENCH_KINDS: tuple[JobKind, ...] = (
     JobKind(OUR_KIND, our_sleep),
     JobKind(OUR_NOOP_KIND, our_noop),
 )
+# The service's kinds and the benchmark's: what our benchmark workers and stores run with.
+BENCH_REGISTRY = REGISTRY.with_kinds(BENCH_KINDS)
 
 
 def marked(handler: Handler) -> Handler:
@@ -111,23 +120,17 @@ def marked(handler: Handler) -> Handler:
 
 def marked_settings_class() -> type:
     """The production worker, with the export handler marking its start."""
-    from jobs.settings import load_settings
-    from jobs.worker import DOMAIN_KINDS, settings_class
-
-    kinds = tuple(
-        JobKind(kind.name, marked(kind.handler)) if kind.name == "export" else kind
-        for kind in DOMAIN_KINDS
-    )
-    return settings_class(load_settings(_env_file=None), kinds)
+    export = REGISTRY["export"]
+    registry = REGISTRY.replacing(replace(export, handler=marked(export.handler)))
+    use_longrun_worker()
+    return settings_class(load_settings(_env_file=None), registry)
 
 
 def our_settings_class() -> type:
     """Our worker, with the settings in the environment (or their defaults)."""
-    from jobs.settings import load_settings
-    from jobs.worker import settings_class
-
+    use_longrun_worker()
     # `_env_file=None`: only the environment the benchmark gives counts, never a stray `.env`.
-    return settings_class(load_settings(_env_file=None), BENCH_KINDS)
+    return settings_class(load_settings(_env_file=None), BENCH_REGISTRY)
 
 
 def plain_arq_settings_class(**tuning: Any) -> type:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from jobs.settings import Settings
@@ -102,6 +102,15 @@ class Registry:
     def with_kinds(self, extra: Iterable[JobKind]) -> Registry:
         """This registry and more kinds (tests register kinds of their own)."""
         return Registry([*self.domains, Domain("extra", kinds=tuple(extra))])
+
+    def replacing(self, kind: JobKind) -> Registry:
+        """This registry with `kind` in place of the declared kind of the same name."""
+        return Registry(
+            [
+                replace(domain, kinds=[kind if k.name == kind.name else k for k in domain.kinds])
+                for domain in self.domains
+            ]
+        )
 
     def event_types(self) -> list[str]:
         """Every webhook event a kind emits, sorted."""
