@@ -165,9 +165,7 @@ async def test_download_url_is_refused_once_expired_or_altered(settings, client,
         stored = {"format": "zip", "size_bytes": 0, "documents": 0}
         key = export_key("acme", job["id"], "zip")
         one_second = settings.model_copy(update={"export_url_ttl_seconds": 1})
-        brief = (await present_export(storage, one_second, {**stored, "key": key}))[
-            "download_url"
-        ]
+        brief = (await present_export(storage, one_second, {**stored, "key": key}))["download_url"]
     async with httpx.AsyncClient() as plain:
         assert (await plain.get(url)).status_code == 200
         # The expiry, the key and the host are all signed: a URL works only as minted, at
