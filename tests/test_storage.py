@@ -9,7 +9,7 @@ import pytest
 
 from jobs.documents import analysis_key, document_key
 from jobs.errors import NotFound, ServiceError, TransientError
-from jobs.exports import count_documents, user_document_keys
+from jobs.exports.job import count_documents, user_document_keys
 from jobs.storage import Storage, open_storage
 from tests.conftest import make_settings
 
