@@ -13,15 +13,19 @@ from redis.asyncio import Redis
 
 from api.events import JobEvents
 from jobs.documents import DocumentMeta, Documents
+from jobs.engine.limits import AccountLimiter
 from jobs.engine.presenter import JobPresenter
 from jobs.engine.records import JobRecord
 from jobs.engine.store import JobStore
 from jobs.errors import Forbidden, NotFound, Unauthorized
-from jobs.settings import Settings
+from jobs.settings import ACCOUNT_ID, Settings
 from jobs.storage import Storage
 from jobs.webhooks import DeliveryLog, EndpointStore
 
 JOB_ID_PATTERN = re.compile(r"job_[0-9A-HJKMNP-TV-Z]{26}")
+# Path parameters naming an account or a job kind (operators' queue controls).
+ACCOUNT_ID_PATH = ACCOUNT_ID.pattern
+KIND_PATH = r"^[a-z][a-z0-9_.-]{0,63}$"
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class Services:
     deliveries: DeliveryLog
     documents: Documents
     events: JobEvents
+    limiter: AccountLimiter
 
 
 async def get_services(request: Request) -> Services:
@@ -115,14 +120,27 @@ AuthorizationHeader = Annotated[str | None, Header()]
 
 # Each of these reads the header itself rather than depending on `get_caller`: one
 # dependency fewer for FastAPI to solve on every request.
+async def _admit(request: Request, account: str) -> None:
+    """Count an account's request against its `requests_per_second` (429 above it); the
+    RateLimit headers go on the answer."""
+    rate = await request.app.state.limiter.admit_request(account)
+    if rate is not None:
+        request.scope.setdefault("state", {})["ratelimit_headers"] = rate.headers()
+
+
 async def get_caller(request: Request, authorization: AuthorizationHeader = None) -> Caller:
-    return identify(authorization, request.app.state.settings)
+    caller = identify(authorization, request.app.state.settings)
+    if caller.account is not None and not caller.admin:
+        await _admit(request, caller.account)
+    return caller
 
 
 async def get_account(request: Request, authorization: AuthorizationHeader = None) -> str:
+    """The caller's account, counted against its `requests_per_second` (429 above it)."""
     caller = identify(authorization, request.app.state.settings)
     if caller.account is None:
         raise Forbidden("this route needs an account key, not an operator key")
+    await _admit(request, caller.account)
     return caller.account
 
 
@@ -141,7 +159,8 @@ AdminDep = Annotated[Caller, Depends(require_admin)]
 async def get_visible_job(
     job_id: Annotated[str, Path(max_length=64)], caller: CallerDep, store: StoreDep
 ) -> JobRecord:
-    """The job, if the caller may see it: its own account's, or any for an operator."""
+    """The job, if the caller may see it: its own account's, or any for an operator. An
+    account's request counts against its `requests_per_second`."""
     if not JOB_ID_PATTERN.fullmatch(job_id):
         raise NotFound("no such job")
     record = await store.get(job_id)

@@ -29,6 +29,7 @@ from api.routes import (
     exports,
     health,
     jobs,
+    queues,
     usage,
     webhooks,
 )
@@ -37,6 +38,7 @@ from jobs.clients import create_redis, freeze_startup_heap
 from jobs.documents import Documents
 from jobs.domains import REGISTRY
 from jobs.engine.health import refresh_queue_gauges
+from jobs.engine.limits import AccountLimiter
 from jobs.engine.presenter import JobPresenter
 from jobs.engine.registry import Registry
 from jobs.engine.store import JobStore
@@ -81,6 +83,14 @@ class RequestContext:
                 # Latency to the answer's start, as before (an event stream runs on after it).
                 answered_after = time.perf_counter() - clock
                 headers = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                limit = scope["state"].get("ratelimit_headers")
+                present = {name.lower() for name, _ in headers}
+                if limit:
+                    headers += [
+                        (name.lower().encode(), value.encode())
+                        for name, value in limit.items()
+                        if name.lower().encode() not in present
+                    ]
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -110,6 +120,7 @@ def create_app(settings: Settings | None = None, registry: Registry = REGISTRY) 
             events = JobEvents(redis)
             store = JobStore(redis, settings, registry)
             endpoints = EndpointStore(redis, settings)
+            limiter = AccountLimiter(redis, settings)
             services = Services(
                 settings=settings,
                 redis=redis,
@@ -120,6 +131,7 @@ def create_app(settings: Settings | None = None, registry: Registry = REGISTRY) 
                 deliveries=DeliveryLog(store, endpoints),
                 documents=Documents(redis, storage, settings.max_document_bytes),
                 events=events,
+                limiter=limiter,
             )
             app.state.services = services
             for name in Services.__dataclass_fields__:  # also one by one, for the getters
@@ -150,7 +162,9 @@ def create_app(settings: Settings | None = None, registry: Registry = REGISTRY) 
             logging.getLogger("api").warning("queue gauges not refreshed", exc_info=True)
         return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    routers = (health, documents, analyses, exports, jobs, webhooks, usage, dead_letters, canaries)
+    routers = (
+        health, documents, analyses, exports, jobs, webhooks, usage, dead_letters, canaries, queues,
+    )  # fmt: skip
     for module in routers:
         app.include_router(module.router)
     app.include_router(dashboard.router)

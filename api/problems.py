@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -12,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.deps import identify
 from jobs.engine.retry import as_service_error
-from jobs.errors import ServiceError, TransientError, Unauthorized
+from jobs.errors import ServiceError, TooManyRequests, TransientError, Unauthorized
 
 PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("api.errors")
@@ -55,6 +56,9 @@ def service_error_response(request: Request, exc: ServiceError) -> JSONResponse:
     headers: dict[str, str] = {}
     if isinstance(exc, TransientError):
         headers["Retry-After"] = str(max(1, round(exc.retry_after or 5)))
+    if isinstance(exc, TooManyRequests):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        headers.update(exc.headers)
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="longrun"'
     return problem(

@@ -7,24 +7,28 @@ prompt. Token usage is counted per account and model, once per job.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
 
-import anthropic
+from anthropic.types import Message
 from redis.asyncio import Redis
 
 from jobs import metrics
-from jobs.claude import Claude, open_claude, translate_claude_error
+from jobs.claude import Claude, open_claude
 from jobs.documents import Documents, analysis_key
-from jobs.engine import Domain, HandBack, JobKind, JobRun
+from jobs.engine import Domain, JobKind, JobRun
 from jobs.engine.keys import domain_key
 from jobs.engine.scripts import LuaScript
-from jobs.errors import InvalidInput, NotFound
+from jobs.errors import NotFound
 from jobs.settings import Settings
 
-USAGE_FIELDS = ("input_tokens", "output_tokens")
+USAGE_FIELDS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_read_input_tokens",
+    "cache_creation_input_tokens",
+)
 USAGE_COUNTED_TTL_S = 30 * 24 * 3600
 
 
@@ -32,11 +36,14 @@ USAGE_COUNTED_TTL_S = 30 * 24 * 3600
 class UsageKeys:
     counted: str
     usage: str
+    answer: str
 
 
 @dataclass(frozen=True, slots=True)
 class UsageArgs:
     ttl_s: int
+    answer_json: str
+    answer_ttl_s: int
     increments: tuple[str | int, ...] = ()
 
 
@@ -66,22 +73,57 @@ def build_request(
     return {
         "model": settings.analysis_model,
         "max_tokens": settings.analysis_max_tokens,
-        "system": settings.analysis_system_prompt,
+        # The fixed system prompt is the same for every call: cached (prompt caching), it
+        # is read at a tenth of the input price once it is long enough to be cached.
+        "system": [
+            {
+                "type": "text",
+                "text": settings.analysis_system_prompt,
+                "cache_control": {"type": "ephemeral"},
+            }
+        ],
         "messages": [{"role": "user", "content": content}],
     }
 
 
+def answer_key(job_id: str) -> str:
+    """Where a job's paid answer waits for the rest of the job (S3 may be down)."""
+    return domain_key("analysis-answer", job_id)
+
+
+def usage_of(message: Message) -> dict[str, int]:
+    """The tokens a message used, prompt caching's included (0 when not reported)."""
+    usage = message.usage
+    return {
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cache_read_input_tokens": usage.cache_read_input_tokens or 0,
+        "cache_creation_input_tokens": usage.cache_creation_input_tokens or 0,
+    }
+
+
 async def count_usage(
-    redis: Redis, job_id: str, account: str, model: str, usage: dict[str, int]
-) -> bool:
-    """Add a job's tokens to its account's usage, once per job even if the job reruns."""
+    redis: Redis, message_id: str, account: str, model: str, usage: dict[str, int],
+    *, job_id: str, answer: dict[str, Any], answer_ttl_s: int,
+) -> bool:  # fmt: skip
+    """Add one paid call's tokens to its account's usage, once per call (its message id),
+    and keep its answer for the job; False when it was already counted."""
     increments: list[str | int] = []
     for name, tokens in usage.items():
         increments += [f"{model}:{name}", tokens]
     counted = await COUNT_USAGE(
         redis,
-        UsageKeys(counted=domain_key("usage-counted", job_id), usage=usage_key(account)),
-        UsageArgs(ttl_s=USAGE_COUNTED_TTL_S, increments=tuple(increments)),
+        UsageKeys(
+            counted=domain_key("usage-counted", message_id),
+            usage=usage_key(account),
+            answer=answer_key(job_id),
+        ),
+        UsageArgs(
+            ttl_s=USAGE_COUNTED_TTL_S,
+            answer_json=json.dumps(answer),
+            answer_ttl_s=answer_ttl_s,
+            increments=tuple(increments),
+        ),
     )
     return bool(counted)
 
@@ -100,64 +142,46 @@ async def account_usage(redis: Redis, account: str) -> list[dict[str, Any]]:
 async def run_analysis(run: JobRun, args: dict[str, Any]) -> dict[str, Any]:
     """Analyze one document with Claude and store the analysis at the job's own S3 key.
 
-    Retries: Claude's 429 (after its retry-after), 529, 5xx, timeouts and dropped
-    connections, and S3 outages, are transient; a missing document, a bad request,
-    a refused key or model, a document too long for the model, and a missing
-    ANTHROPIC_API_KEY are permanent.
+    Retries: Claude's 5xx, a 529 without retry-after, timeouts and dropped connections,
+    and S3 outages, are transient; a 429 (or a 529 with retry-after) and waiting for the
+    shared budget hand the job back without spending an attempt; a missing document, a
+    bad request, a refused key or model, a document too long for the model, and a
+    missing ANTHROPIC_API_KEY are permanent. A paid answer is kept, so a retry after a
+    later failure (S3) does not pay for it again.
     """
     deps = run.deps
     settings = deps.settings
-    claude = deps.get(Claude)
     documents = Documents(deps.redis, deps.storage, settings.max_document_bytes)
     meta = await documents.get(args["document_id"])
     if meta is None or meta.account != run.account:
         raise NotFound(
             f"document {args['document_id']} no longer exists", type="document_not_found"
         )
-    if claude.client is None:
-        raise InvalidInput(
-            "ANTHROPIC_API_KEY is not set on the worker: set it and replay this job",
-            type="configuration_error",
-        )
-    document = await documents.load(meta)
-    await run.progress(0.1, "waiting_for_claude")
-    request = build_request(settings, document, args.get("instructions"))
-    # Wait for one of this worker's Claude slots while the call would still fit in the
-    # attempt's time; past that, hand the job back rather than time out waiting.
-    left = run.time_left()
-    wait_s = max(left - settings.claude_timeout_seconds, left / 2)
-    try:
-        async with asyncio.timeout(wait_s):
-            await claude.slots.acquire()
-    except TimeoutError:
-        raise HandBack(
-            f"every Claude slot of this worker (ANALYSIS_CONCURRENCY="
-            f"{settings.analysis_concurrency}) stayed busy for {wait_s:.0f}s",
-            defer_s=min(30.0, max(1.0, wait_s / 4)),
-        ) from None
-    try:
-        await run.progress(0.2, "calling_claude")
-        message = await claude.client.messages.create(**request)
-    except anthropic.AnthropicError as exc:
-        error = translate_claude_error(exc, settings.analysis_model)
-        metrics.CLAUDE_CALLS.labels(settings.analysis_model, error.type).inc()
-        raise error from exc
-    finally:
-        claude.slots.release()
-    metrics.CLAUDE_CALLS.labels(message.model, "ok").inc()
-    text = "".join(block.text for block in message.content if block.type == "text")
-    usage = {
-        "input_tokens": message.usage.input_tokens,
-        "output_tokens": message.usage.output_tokens,
-    }
-    result = {"document_id": meta.id, "model": message.model, "analysis": text, "usage": usage}
+    kept = await deps.redis.get(answer_key(run.job_id))
+    if kept is not None:
+        result = json.loads(kept)
+    else:
+        document = await documents.load(meta)
+        await run.progress(0.1, "waiting_for_claude")
+        request = build_request(settings, document, args.get("instructions"))
+        message = await deps.get(Claude).create_message(request, run.time_left)
+        await run.progress(0.8, "counting")
+        text = "".join(block.text for block in message.content if block.type == "text")
+        usage = usage_of(message)
+        result = {"document_id": meta.id, "model": message.model, "analysis": text, "usage": usage}
+        retention = settings.job_retention_seconds
+        if await count_usage(
+            deps.redis, message.id, run.account, message.model, usage,
+            job_id=run.job_id, answer=result, answer_ttl_s=retention,
+        ):  # fmt: skip
+            for name, tokens in usage.items():
+                metrics.CLAUDE_TOKENS.labels(message.model, name.removesuffix("_tokens")).inc(
+                    tokens
+                )
     await run.progress(0.9, "saving")
     key = analysis_key(meta.account, meta.user_id, meta.id, run.job_id)
     stored = {**result, "job_id": run.job_id, "instructions": args.get("instructions")}
     await deps.storage.put_bytes(key, json.dumps(stored).encode(), "application/json")
-    if await count_usage(deps.redis, run.job_id, run.account, message.model, usage):
-        metrics.CLAUDE_TOKENS.labels(message.model, "input").inc(usage["input_tokens"])
-        metrics.CLAUDE_TOKENS.labels(message.model, "output").inc(usage["output_tokens"])
     return result
 
 

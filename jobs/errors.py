@@ -8,6 +8,7 @@
     ├── Conflict                 409  the resource is in the wrong state
     ├── PayloadTooLarge          413
     ├── UnsupportedMediaType     415
+    ├── TooManyRequests          429  a limit refuses it for now: try after `retry_after`
     └── TransientError           503  worth another try, maybe after `retry_after`
         └── JobTimedOut               the job hit its hard time limit
 
@@ -70,6 +71,26 @@ class PayloadTooLarge(ServiceError):
 
 class UnsupportedMediaType(ServiceError):
     status, type, title = 415, "unsupported_media_type", "Unsupported media type"
+
+
+class TooManyRequests(ServiceError):
+    """A limit refuses the request for now (nothing was done); `retry_after` says when to
+    try again and `headers` carry the limit's own (e.g. `RateLimit`)."""
+
+    status, type, title = 429, "too_many_requests", "Too many requests"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        type: str | None = None,
+        retry_after: float = 1.0,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(message, type=type, **extra)
+        self.retry_after = retry_after
+        self.headers = headers or {}
 
 
 class TransientError(ServiceError):

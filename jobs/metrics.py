@@ -44,6 +44,11 @@ WORKERS_ONLINE = Gauge("longrun_workers_online", "Workers with a live heartbeat"
 
 CLAUDE_CALLS = Counter("longrun_claude_calls", "Claude API calls", ["model", "outcome"])
 CLAUDE_TOKENS = Counter("longrun_claude_tokens", "Claude tokens", ["model", "direction"])
+CLAUDE_BUDGET_WAITS = Counter(
+    "longrun_claude_budget_waits",
+    "Claude calls that waited for the shared budget (waited in the slot, or handed back)",
+    ["outcome"],
+)
 
 S3_OPERATIONS = Counter("longrun_s3_operations", "S3 operations", ["operation", "outcome"])
 S3_BYTES = Counter("longrun_s3_bytes", "Bytes to and from S3", ["direction"])

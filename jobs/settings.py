@@ -13,7 +13,15 @@ import re
 from functools import cached_property
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 KEY_PREFIXES = ("sha256:", "plain:")
@@ -40,6 +48,16 @@ def parse_key_spec(spec: str) -> str:
             raise ValueError("a plain: key must not be empty")
         return hashlib.sha256(key.encode()).hexdigest()
     raise ValueError("each key must start with 'sha256:' or 'plain:'")
+
+
+class AccountLimits(BaseModel):
+    """One account's limits (`ACCOUNT_LIMITS`); an absent limit is no limit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_running: int | None = Field(None, ge=1)
+    max_queued: int | None = Field(None, ge=1)
+    requests_per_second: float | None = Field(None, gt=0)
 
 
 class Settings(BaseSettings):
@@ -69,6 +87,13 @@ class Settings(BaseSettings):
     analysis_system_prompt: str = DEFAULT_SYSTEM_PROMPT
     analysis_concurrency: int = Field(8, ge=1, le=1000)
     claude_timeout_seconds: float = Field(120.0, gt=0)
+    # The organisation's Claude limits, shared by every worker through Redis; unset: learned
+    # from the `anthropic-ratelimit-*` headers of Claude's answers.
+    claude_requests_per_minute: int | None = Field(None, ge=1)
+    claude_input_tokens_per_minute: int | None = Field(None, ge=1)
+    claude_output_tokens_per_minute: int | None = Field(None, ge=1)
+    # Off: every worker calls Claude blind to the others (kept for comparison).
+    claude_budget: bool = True
 
     api_keys: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)
     admin_api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -88,6 +113,13 @@ class Settings(BaseSettings):
     worker_poll_delay_seconds: float = Field(0.25, gt=0, le=10)
     reconcile_interval_seconds: float = Field(5.0, gt=0)
     queue_max_depth: int = Field(1000, ge=1)
+    # Round-robin over accounts within a kind (false: first due, first served, across
+    # accounts; kept for comparison, e.g. in the benchmarks).
+    fair_scheduling: bool = True
+    # JSON: an account id (or "*" for every account without its own entry) to
+    # {"max_running"?, "max_queued"?, "requests_per_second"?}.
+    account_limits: Annotated[dict[str, AccountLimits], NoDecode] = Field(default_factory=dict)
+    event_streams_per_account: int = Field(20, ge=1, le=10000)
     queue_max_age_seconds: float = Field(300.0, gt=0)
 
     max_document_bytes: int = Field(1024 * 1024, ge=1)
@@ -104,6 +136,7 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(15.0, gt=0, le=60)
     webhook_secret_overlap_seconds: int = Field(24 * 3600, ge=0)
     webhook_log_retention_seconds: int = Field(30 * 24 * 3600, ge=3600)
+    webhook_max_endpoints_per_account: int = Field(50, ge=1, le=10000)
     # Encrypts webhook secrets at rest: 32 random bytes, base64. The built-in value is for
     # development only and refused in production.
     secrets_key: SecretStr = SecretStr(DEV_SECRETS_KEY)
@@ -131,6 +164,18 @@ class Settings(BaseSettings):
                 raise ValueError(f"account {account!r}: keys must be a JSON list of strings")
             for key in keys:
                 parse_key_spec(key)
+        return value
+
+    @field_validator("account_limits", mode="before")
+    @classmethod
+    def _parse_account_limits(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip() else {}
+        if not isinstance(value, dict):
+            raise ValueError('must be a JSON object: {"acme": {"max_running": 5}, "*": {...}}')
+        for account in value:
+            if not isinstance(account, str) or not (account == "*" or ACCOUNT_ID.match(account)):
+                raise ValueError(f"account id {account!r}: an account id or '*'")
         return value
 
     @field_validator("admin_api_keys", mode="before")
@@ -206,6 +251,10 @@ class Settings(BaseSettings):
         """SHA-256 hex digests of the admin keys."""
         return [parse_key_spec(k) for k in self.admin_api_keys]
 
+    def limits_for(self, account: str) -> AccountLimits:
+        """The account's limits: its own entry, else the `"*"` entry, else none."""
+        return self.account_limits.get(account) or self.account_limits.get("*") or NO_LIMITS
+
     @property
     def soft_timeout_seconds(self) -> float:
         """When a job is told to stop and clean up: `JOB_CLEANUP_SECONDS` before the hard
@@ -218,6 +267,9 @@ class Settings(BaseSettings):
     def claim_ttl_ms(self) -> int:
         """arq's claim on a running job (its in-progress key), renewed by the heartbeat."""
         return int((self.job_timeout_seconds + 10) * 1000)
+
+
+NO_LIMITS = AccountLimits()
 
 
 class SettingsError(SystemExit):

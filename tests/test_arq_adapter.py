@@ -9,6 +9,7 @@ import inspect
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import arq.cli
 import arq.worker
@@ -26,6 +27,7 @@ from jobs.engine.arq_adapter import (
 )
 from jobs.engine.lifecycle import worker_settings
 from jobs.engine.records import JobState
+from jobs.engine.scheduler import Scheduler
 from jobs.engine.scripts import CLAIM
 from jobs.engine.store import JobStore
 from jobs.settings import Settings
@@ -42,6 +44,7 @@ async def idle_worker(settings: Settings, concurrency: int) -> AsyncIterator[Lon
         worker_settings(settings, TEST_REGISTRY), redis_pool=pool, handle_signals=False
     )
     worker.ctx["settings"] = settings
+    worker.ctx["scheduler"] = Scheduler(pool, settings, list(TEST_REGISTRY.kinds))
     try:
         yield worker
     finally:
@@ -57,9 +60,11 @@ def stop_started(worker: LongrunWorker) -> set[str]:
     return started
 
 
-async def queued(store: JobStore, n: int) -> list[str]:
+async def queued(store: JobStore, n: int, **create: Any) -> list[str]:
     return [
-        (await store.create(kind="test.sleepy", account="acme", args={"seconds": 0.1})).job_id
+        (
+            await store.create(kind="test.sleepy", account="acme", args={"seconds": 0.1}, **create)
+        ).job_id
         for _ in range(n)
     ]
 
@@ -80,38 +85,32 @@ async def test_a_burst_of_due_jobs_is_claimed_in_one_round_trip(settings, redis,
         # one claim script for all 30 (arq: 30 x WATCH, EXISTS, ZSCORE, MULTI/EXEC)
         assert await calls(redis, "evalsha") - before_eval == 1
         assert await calls(redis, "watch") == before_watch
-        for job_id in ids:
-            ttl = await redis.pttl(job_keys(job_id).in_progress)
-            assert 0 < ttl <= settings.claim_ttl_ms
+        assert await redis.zcard(keys.fair_claimed("test.sleepy")) == 30
+        assert await redis.zcard(keys.fair_queue("test.sleepy")) == 0
 
 
 async def test_only_free_slots_are_claimed_and_the_rest_stay_queued(settings, store, redis):
-    ids = await queued(store, 12)
+    await queued(store, 12)
     async with idle_worker(settings, concurrency=5) as worker:
         await worker._claim()
-        started = stop_started(worker)
-        assert len(started) == 5 and worker.job_counter == 5
-        unclaimed = [i for i in ids if i not in started]
-        assert not any([await redis.exists(job_keys(i).in_progress) for i in unclaimed])
-        assert worker._backlog  # due jobs were left: a job ending wakes the next poll
+        assert worker.sem._value == 5 + 1 - 5  # arq's semaphore has max_jobs + 1 slots
+        assert len(stop_started(worker)) == 5 and worker.job_counter == 5
+        assert worker._backlog  # every slot found a job: a job ending wakes the next poll
+        assert await redis.zcard(keys.fair_queue("test.sleepy")) == 7
 
 
-async def test_jobs_running_elsewhere_or_not_yet_due_are_skipped_and_their_slots_kept(
-    settings, store, redis
-):
-    ids = await queued(store, 4)
-    elsewhere, later, free = ids[0], ids[1], set(ids[2:])
-    await redis.set(job_keys(elsewhere).in_progress, b"1", px=60_000)
-    await redis.zadd(settings.queue_name, {later: 32_503_680_000_000})  # year 3000
+async def test_jobs_not_yet_due_are_skipped_and_their_slots_kept(settings, store, redis):
+    due = set(await queued(store, 2))
+    later = await queued(store, 2, delay_s=3600)
     async with idle_worker(settings, concurrency=10) as worker:
         await worker._claim()
-        assert stop_started(worker) == free
-        assert worker.job_counter == 2
-        assert worker.sem._value == 10 + 1 - 2  # arq's semaphore has max_jobs + 1 slots
-        assert not await redis.exists(job_keys(later).in_progress)
+        assert worker.sem._value == 10 + 1 - 2
+        assert stop_started(worker) == due
+        assert worker.job_counter == 2 and not worker._backlog
+    assert await redis.zcard(keys.fair_queue("test.sleepy")) == len(later)
 
 
-async def test_two_workers_claiming_the_same_jobs_at_once_split_them(settings, store):
+async def test_two_workers_claiming_at_once_split_the_jobs(settings, store):
     ids = await queued(store, 40)
     async with idle_worker(settings, 40) as one, idle_worker(settings, 40) as two:
         await asyncio.gather(one._claim(), two._claim())
@@ -182,7 +181,7 @@ async def test_a_succeeded_job_ends_arq_s_job_in_its_final_record(settings, redi
         await eventually(lambda: _succeeded(store, job_id))
         await eventually(lambda: _no_task(worker))
     arq_keys = job_keys(job_id)
-    for key in (arq_keys.job, arq_keys.in_progress, arq_keys.retry):
+    for key in (arq_keys.job, arq_keys.retry):
         assert not await redis.exists(key)
     assert await redis.zscore(settings.queue_name, job_id) is None
     assert any(r.getMessage() == "job succeeded" for r in caplog.records)
@@ -214,7 +213,7 @@ async def test_a_retried_job_stays_with_arq_due_at_its_next_attempt(settings, re
     due = await redis.zscore(settings.queue_name, job.job_id)
     assert due is not None and due > time.time() * 1000 + 25_000  # at its retry-after
     assert await redis.exists(job_keys(job.job_id).job)
-    assert not await redis.exists(job_keys(job.job_id).in_progress)
+    assert await redis.zcard(keys.fair_queue("test.flaky")) == 1  # waiting for its turn
 
 
 async def _succeeded(store: JobStore, job_id: str) -> bool:

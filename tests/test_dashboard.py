@@ -180,3 +180,36 @@ async def _redis(settings):
 async def _attempts_logged(webhooks, endpoint_id, n) -> bool:
     deliveries, _ = await webhooks.list(endpoint_id, 10, None)
     return sum(1 for d in deliveries for a in d.attempts if "outcome" in a) >= n
+
+
+async def test_operator_pauses_and_resumes_an_account_from_the_overview(settings, redis, api, page):
+    store = JobStore(redis, settings, TEST_REGISTRY)
+    for _ in range(3):
+        await store.create(kind="test.flaky", account="acme", args={})
+    await log_in(page, api)
+    accounts = page.locator("#accounts")
+    await expect(accounts).to_contain_text("acme")
+    async with page.expect_navigation():
+        await accounts.locator("tr", has_text="acme").locator("button").click()
+    await expect(accounts.locator("tr", has_text="acme")).to_contain_text("paused")
+    assert await redis.smembers("lr:q:paused:accounts") == {b"acme"}
+    async with running_worker(settings) as worker:
+        # A worker online and past a few looks at the queue: the paused jobs stayed queued.
+        await eventually(lambda: _polled(worker, redis))
+        listed = await store.list_account_jobs("acme", limit=10)
+        assert [r.state for r in listed.items] == ["queued"] * 3
+        async with page.expect_navigation():
+            await accounts.locator("tr", has_text="acme").locator("button").click()
+        await expect(accounts).not_to_contain_text("paused")
+
+        async def all_ran() -> bool:
+            page_ = await store.list_account_jobs("acme", limit=10)
+            return all(r.state == "succeeded" for r in page_.items)
+
+        await eventually(all_ran)
+    await page.screenshot(path=str(DOCS / "dashboard-overview.png"), full_page=True)
+
+
+async def _polled(worker, redis) -> bool:
+    wake = worker.ctx.get("wake")
+    return wake is not None and not wake.is_set() and await redis.zcard("lr:workers") > 0

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import signal
 import time
+from unittest.mock import ANY
 
 import pytest
 from redis.asyncio import Redis
 
-from jobs.engine.arq_adapter import build_worker, connect, job_keys
+from jobs.engine.arq_adapter import build_worker, connect
 from jobs.engine.lifecycle import worker_settings
+from jobs.engine.scheduler import Scheduler
 from jobs.engine.store import JobStore
 from tests.conftest import ACME, ADMIN, api_client, eventually, make_settings, running_worker
 from tests.support.kinds import TEST_REGISTRY
@@ -320,12 +322,13 @@ async def test_a_run_whose_outcome_was_never_recorded_is_handed_back_by_its_live
 ):
     async with running_worker(settings) as worker:
         deps = await eventually(lambda: _deps(worker))
+        worker.allow_pick_jobs = False
         job_id = (await store.create(kind="test.flaky", account="acme", args={})).job_id
         # What a run leaves when its outcome could not be written (Redis gone for longer
-        # than its retries): the record says this live worker runs it, arq's claim is
-        # held, and the worker runs nothing.
-        await redis.set(job_keys(job_id).in_progress, 1, px=60_000)
+        # than its retries): claimed and started by this live worker, which runs nothing.
+        assert await Scheduler(redis, settings, ["test.flaky"]).claim(1) == [(job_id, ANY)]
         await store.mark_started(job_id, "test.flaky", deps.worker_id)
+        worker.allow_pick_jobs = True
 
         async def succeeded():
             job = await store.get(job_id)

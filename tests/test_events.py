@@ -71,6 +71,7 @@ async def test_event_stream_of_another_accounts_job_is_404(settings, redis, clie
 async def test_hundreds_of_open_streams_share_one_redis_connection(settings, redis, tmp_path):
     # More watchers than the API's Redis pool has connections (200): with a connection per
     # stream they would starve every other request.
+    settings = settings.model_copy(update={"event_streams_per_account": 300})
     store = JobStore(redis, settings, TEST_REGISTRY)
     ids = [(await store.create(kind="test.flaky", account="acme", args={})).job_id
            for _ in range(250)]  # fmt: skip

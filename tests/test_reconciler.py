@@ -75,14 +75,13 @@ async def test_running_job_that_arq_dropped_is_failed_while_its_worker_still_bea
     # says running on a worker that is alive and beating.
     store = JobStore(redis, settings, TEST_REGISTRY)
     job_id = (await store.create(kind="test.sleepy", account="acme", args={})).job_id
-    await store.beat("live-w", [], settings.claim_ttl_ms)
+    await store.beat("live-w")
     await store.mark_started(job_id, "test.sleepy", "live-w")
     await redis.delete(job_keys(job_id).job)
     await redis.zrem(settings.queue_name, job_id)
-    await redis.set(job_keys(job_id).in_progress, 1, px=settings.claim_ttl_ms)
 
     async def failed_while_beating():
-        await store.beat("live-w", [job_id], settings.claim_ttl_ms)
+        await store.beat("live-w")
         job = await store.get(job_id)
         return job if job.state.finished else None
 

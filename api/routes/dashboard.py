@@ -6,23 +6,25 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from pathlib import Path
-from typing import Annotated, Any
+import re
+from pathlib import Path as FilePath
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from api.deps import JOB_ID_PATTERN, RedisDep, SettingsDep, StoreDep
+from api.deps import ACCOUNT_ID_PATH, JOB_ID_PATTERN, KIND_PATH, RedisDep, SettingsDep, StoreDep
 from api.sessions import COOKIE, SESSION_SECONDS, csrf_token, csrf_valid, new_session, session_valid
 from jobs.engine.health import queue_health
 from jobs.engine.presenter import attempt_resource
 from jobs.engine.records import JobRecord, JobState, rfc3339
+from jobs.engine.scheduler import Scheduler
 from jobs.errors import Forbidden
 from jobs.webhooks import DeliveryLog, EndpointStore
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
-templates = Jinja2Templates(directory=Path(__file__).resolve().parents[1] / "templates")
+templates = Jinja2Templates(directory=FilePath(__file__).resolve().parents[1] / "templates")
 templates.env.filters["time"] = rfc3339
 
 
@@ -100,6 +102,26 @@ async def logout() -> Response:
 async def _summary(redis: Any, settings: Any, store: Any) -> dict[str, Any]:
     health = (await queue_health(redis, settings)).as_dict()
     return {"health": health, "throughput": await store.throughput(60)}
+
+
+@router.post("/queues/{what}/{name}/{action}")
+async def queue_control(
+    request: Request,
+    what: Literal["kinds", "accounts"],
+    name: Annotated[str, Path(max_length=64)],
+    action: Literal["pause", "resume"],
+    settings: SettingsDep,
+    redis: RedisDep,
+    csrf: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    """Pause or resume a job kind or an account (see /v1/queues)."""
+    _check_csrf(request, _session(request, settings), csrf)
+    pattern = KIND_PATH if what == "kinds" else ACCOUNT_ID_PATH
+    if re.fullmatch(pattern, name):
+        scheduler = Scheduler(redis, settings, [])
+        target = {"kind": name} if what == "kinds" else {"account": name}
+        await (scheduler.pause if action == "pause" else scheduler.resume)(**target)
+    return RedirectResponse("/dashboard", status_code=303)
 
 
 @router.get("", response_class=HTMLResponse)

@@ -9,8 +9,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from api.deps import AccountDep, JobEventsDep, PresenterDep, StoreDep, VisibleJob
+from api.deps import AccountDep, CallerDep, JobEventsDep, PresenterDep, StoreDep, VisibleJob
 from api.schemas import JobPublic, Page, job_public, poll_after_seconds
+from jobs.engine.limits import AccountLimiter
 from jobs.engine.records import now_ms
 from jobs.errors import Conflict, NotFound
 
@@ -74,38 +75,49 @@ async def cancel_job(job: VisibleJob, store: StoreDep, presenter: PresenterDep) 
 @router.get(
     "/{job_id}/events",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={200: {"content": {"text/event-stream": {}}}, 429: {"description": "too many"}},
 )
 async def job_events(
     job: VisibleJob,
+    caller: CallerDep,
     request: Request,
     events: JobEventsDep,
     store: StoreDep,
     presenter: PresenterDep,
 ) -> StreamingResponse:
     """Server-sent events: a `job` event with the job's snapshot now and at every change
-    (state, attempt, progress), until the job finishes; then the stream closes."""
+    (state, attempt, progress), until the job finishes; then the stream closes. An account
+    holds at most EVENT_STREAMS_PER_ACCOUNT open streams (429 beyond)."""
+    limiter: AccountLimiter = request.app.state.limiter
+    # Refused now (429), before the answer starts.
+    slot = await limiter.open_stream(caller.account) if not caller.admin else None
 
     async def stream() -> AsyncIterator[str]:
-        async with events.watch(store.channel(job.id)) as changed:
-            last, sequence = "", 0
-            while True:
-                changed.clear()
-                record = await store.get(job.id)
-                if record is None:
-                    return
-                snapshot = (await job_public(record, presenter)).model_dump_json()
-                if snapshot != last:
-                    sequence += 1
-                    yield f"event: job\nid: {sequence}\ndata: {snapshot}\n\n"
-                    last = snapshot
-                if record.state.finished or await request.is_disconnected():
-                    return
-                try:
-                    async with asyncio.timeout(KEEPALIVE_S):
-                        await changed.wait()
-                except TimeoutError:
-                    yield ": keep-alive\n\n"
+        try:
+            async with events.watch(store.channel(job.id)) as changed:
+                last, sequence = "", 0
+                while True:
+                    changed.clear()
+                    record = await store.get(job.id)
+                    if record is None:
+                        return
+                    snapshot = (await job_public(record, presenter)).model_dump_json()
+                    if snapshot != last:
+                        sequence += 1
+                        yield f"event: job\nid: {sequence}\ndata: {snapshot}\n\n"
+                        last = snapshot
+                    if record.state.finished or await request.is_disconnected():
+                        return
+                    try:
+                        async with asyncio.timeout(KEEPALIVE_S):
+                            await changed.wait()
+                    except TimeoutError:
+                        if slot is not None:
+                            await slot.refresh()
+                        yield ": keep-alive\n\n"
+        finally:
+            if slot is not None:
+                await slot.close()
 
     return StreamingResponse(
         stream(),

@@ -15,6 +15,8 @@ class ModelUsage(BaseModel):
     model: str
     input_tokens: int
     output_tokens: int
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
 
 
 class UsagePublic(BaseModel):
@@ -23,5 +25,6 @@ class UsagePublic(BaseModel):
 
 @router.get("", response_model=UsagePublic)
 async def get_usage(account: AccountDep, redis: RedisDep) -> UsagePublic:
-    """Claude tokens used by this account's analyses, per model (each job counted once)."""
+    """Claude tokens used by this account's analyses, per model: every paid call counted
+    once, prompt caching's reads and writes apart."""
     return UsagePublic(data=[ModelUsage(**m) for m in await account_usage(redis, account)])

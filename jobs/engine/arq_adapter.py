@@ -5,10 +5,11 @@ arq (0.28.0, in maintenance mode) still runs the worker: the `arq` CLI, signal h
 the drain on SIGTERM (`job_completion_wait`), per-job timeouts and aborts, JSON job
 payloads. What it does not do well is replaced in `LongrunWorker`, a subclass:
 
-- **Claims.** arq claims due jobs one by one, each with WATCH/EXISTS/ZSCORE/MULTI/EXEC
-  (four round trips a job, on the loop the jobs share). `_claim` takes every free slot at
-  once and claims that many jobs with one script (`lua/claim.lua`: arq's own test and its
-  own in-progress key, so arq's workers and ours could share a queue).
+- **Claims.** arq takes the oldest due jobs, one by one, each with WATCH/EXISTS/ZSCORE/
+  MULTI/EXEC (four round trips a job, on the loop the jobs share). `_claim` takes every
+  free slot at once and asks the engine's fair scheduler (`ctx["scheduler"]`) for that many
+  jobs, in one script: accounts take turns, whatever their backlogs. arq's in-progress key
+  is not used: a job is claimed by leaving the scheduler's queue.
 - **Outcomes.** The engine's runner records every outcome in the job record, and the same
   script ends arq's job (queue entry, payload, in-progress and retry keys) or schedules
   its next attempt. So `finish_job` does nothing for our jobs: arq never decides.
@@ -43,14 +44,13 @@ from arq.constants import (
     job_key_prefix,
     retry_key_prefix,
 )
-from arq.utils import timestamp_ms
 from arq.worker import Function, func
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import ReadOnlyError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobs.clients import REDIS_RETRY_ON, redis_retry
-from jobs.engine.scripts import CLAIM, ClaimArgs, ClaimKeys
+from jobs.engine.scheduler import Scheduler
 from jobs.settings import Settings
 
 log = logging.getLogger("jobs.engine.arq")
@@ -99,9 +99,9 @@ def json_loads(raw: bytes) -> Any:
 
 
 class LongrunWorker(arq.worker.Worker):
-    """arq's worker with batched claims, outcomes recorded by the engine, wake-ups instead
-    of a fixed poll, and a main loop that survives Redis outages. The engine's `on_startup`
-    puts the worker's settings (`ctx["settings"]`) and wake event (`ctx["wake"]`) in ctx."""
+    """arq's worker with fair batched claims, outcomes recorded by the engine, wake-ups
+    instead of a fixed poll, and a main loop that survives Redis outages. The engine's
+    `on_startup` puts the worker's settings, scheduler and wake event in its ctx."""
 
     _backlog: bool = False
 
@@ -112,7 +112,7 @@ class LongrunWorker(arq.worker.Worker):
             if self.allow_abort_jobs:
                 await self._cancel_aborted_jobs()
             await self.heart_beat()
-        except REDIS_OUTAGE as exc:
+        except (*REDIS_OUTAGE, ReadOnlyError) as exc:
             log.warning("Redis is unreachable (%s); polling again shortly", exc)
         self._forget_finished_tasks()
         await self._wait_for_work()
@@ -158,47 +158,27 @@ class LongrunWorker(arq.worker.Worker):
             self.sem.release()
 
     async def _claim(self) -> None:
-        settings: Settings = self.ctx["settings"]
-        due = await self.pool.zrangebyscore(
-            self.queue_name, min="-inf", max=timestamp_ms(), start=0, num=self.queue_read_limit
-        )
-        pending = [job_id.decode() for job_id in due]
-        # Due jobs left behind (the read was full, or the slots ran out): a job ending
-        # wakes the next poll rather than the poll delay.
-        self._backlog = len(due) >= self.queue_read_limit
-        while pending:
-            slots = await self._take_free_slots()
-            if slots == 0:
-                self._backlog = True
-                return
-            try:
-                answer = await CLAIM(
-                    self.pool,
-                    ClaimKeys(
-                        queue=self.queue_name,
-                        claims=tuple(in_progress_key_prefix + job_id for job_id in pending),
-                    ),
-                    ClaimArgs(
-                        now_ms=timestamp_ms(),
-                        claim_ttl_ms=settings.claim_ttl_ms,
-                        room=slots,
-                        ids=tuple(pending),
-                    ),
-                )
-            except (RedisError, OSError) as exc:
-                # A claim cut off by a restart: redis-py cannot retry a script whose effect
-                # it does not know. The jobs stay queued for a later poll.
-                self._give_back(slots)
-                log.warning("a job claim failed on a Redis error; trying at the next poll: %s", exc)
-                return
-            examined, claimed = int(answer[0]), answer[1:]
-            pending = pending[examined:]
-            self._give_back(slots - len(claimed) // 2)  # started elsewhere, or not yet due
-            for i in range(0, len(claimed), 2):
-                job_id = claimed[i].decode()
-                task = self.loop.create_task(self.run_job(job_id, int(float(claimed[i + 1]))))
-                task.add_done_callback(self._job_done)
-                self.tasks[job_id] = task
+        scheduler: Scheduler | None = self.ctx.get("scheduler")
+        slots = await self._take_free_slots()
+        if scheduler is None or slots == 0:
+            self._give_back(slots)
+            return
+        try:
+            claimed = await scheduler.claim(slots)
+        except (RedisError, OSError) as exc:
+            # A claim cut off by a restart: redis-py cannot retry a script whose effect it
+            # does not know. A claim that did happen is put back by the reconciler.
+            self._give_back(slots)
+            log.warning("a job claim failed on a Redis error; trying at the next poll: %s", exc)
+            return
+        self._give_back(slots - len(claimed))
+        # Every slot found a job: more may be due, so a job ending wakes the next poll
+        # rather than the poll delay.
+        self._backlog = len(claimed) == slots
+        for job_id, due in claimed:
+            task = self.loop.create_task(self.run_job(job_id, due))
+            task.add_done_callback(self._job_done)
+            self.tasks[job_id] = task
 
     def _job_done(self, _task: asyncio.Task[Any]) -> None:
         self._release_sem_dec_counter_on_complete()

@@ -1,4 +1,5 @@
-"""Queue health from the job records' indexes: due, retrying, running, dead, oldest age."""
+"""Queue health from the job records' indexes: due, retrying, running, dead, oldest age,
+the busiest accounts and what operators paused."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ from redis.asyncio import Redis
 from jobs import metrics
 from jobs.engine import keys
 from jobs.engine.records import now_ms
+from jobs.engine.scheduler import AccountLoad, Scheduler
 from jobs.settings import Settings
+
+# /health/queues names at most this many accounts: the ones with the most due jobs.
+BY_ACCOUNT_TOP = 20
 
 
 @dataclass
@@ -33,6 +38,8 @@ class QueueHealth:
     healthy: bool
     problems: list[str] = field(default_factory=list)
     by_kind: dict[str, KindCounts] = field(default_factory=dict)
+    by_account: list[AccountLoad] = field(default_factory=list)
+    paused: dict[str, list[str]] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -61,6 +68,9 @@ async def queue_health(redis: Redis, settings: Settings) -> QueueHealth:
             oldest_due = due if oldest_due is None else min(oldest_due, due)
     online = int(replies[-1])
     oldest_age = max(0.0, (now - oldest_due) / 1000) if oldest_due is not None else 0.0
+    scheduler = Scheduler(redis, settings, kinds)
+    by_account = await scheduler.busiest(BY_ACCOUNT_TOP)
+    paused = await scheduler.paused()
     queued_total = sum(c.queued for c in by_kind.values())
     problems = []
     if online == 0 and (queued_total or any(c.retrying for c in by_kind.values())):
@@ -79,6 +89,8 @@ async def queue_health(redis: Redis, settings: Settings) -> QueueHealth:
         healthy=not problems,
         problems=problems,
         by_kind=by_kind,
+        by_account=by_account,
+        paused=paused,
     )
 
 

@@ -18,6 +18,22 @@
     stats:<minute>           hash: jobs succeeded and failed in that minute
     wake:<queue>             pub/sub channel: an enqueue wakes idle workers
     reconciler:lock          string: one reconciler pass at a time
+
+The fair scheduler's (see `jobs/engine/scheduler.py`):
+
+    q:<kind>                 zset, all scores 0: "<account>|<due ms, 13 digits>|<job id>"
+                             for every waiting job, so an account's jobs sort by due time
+    q:<kind>:ring            zset: accounts with a due job -> their place in the turn
+    q:<kind>:sleep           zset: accounts whose jobs are all due later -> earliest due
+    q:<kind>:claimed         zset: jobs a worker claimed and has not started -> claimed ms
+    q:turn                   hash: the next place in each kind's turn, and the kinds' turn
+    q:running                zset, all scores 0: "<account>|<job id>" claimed or running
+    q:backlog                zset: account -> its waiting jobs (the busiest, for health)
+    q:limits                 hash: account (or "*") -> max_running (ACCOUNT_LIMITS)
+    q:paused:kinds, q:paused:accounts   sets: what operators paused
+    acct:<account>:unfinished  zset: the account's listed jobs not yet ended -> created ms
+    rate:<account>           string: the account's API request rate (GCRA)
+    streams:<account>        zset: the account's open event streams -> expiry ms
 """
 
 from __future__ import annotations
@@ -79,6 +95,44 @@ def stats(minute: int) -> str:
 
 def wake(queue_name: str) -> str:
     return f"{PREFIX}wake:{queue_name}"
+
+
+FAIR_TURN = f"{PREFIX}q:turn"
+FAIR_RUNNING = f"{PREFIX}q:running"
+FAIR_BACKLOG = f"{PREFIX}q:backlog"
+FAIR_LIMITS = f"{PREFIX}q:limits"
+PAUSED_KINDS = f"{PREFIX}q:paused:kinds"
+PAUSED_ACCOUNTS = f"{PREFIX}q:paused:accounts"
+
+
+def fair_queue(kind: str) -> str:
+    return f"{PREFIX}q:{kind}"
+
+
+def fair_ring(kind: str) -> str:
+    return f"{PREFIX}q:{kind}:ring"
+
+
+def fair_sleep(kind: str) -> str:
+    return f"{PREFIX}q:{kind}:sleep"
+
+
+def fair_claimed(kind: str) -> str:
+    return f"{PREFIX}q:{kind}:claimed"
+
+
+def unfinished(account: str) -> str:
+    return f"{PREFIX}acct:{account}:unfinished"
+
+
+def request_rate(account: str) -> str:
+    """The account's API request rate (GCRA's theoretical arrival time)."""
+    return f"{PREFIX}rate:{account}"
+
+
+def stream_slots(account: str) -> str:
+    """The account's open event streams (zset: stream -> expiry ms)."""
+    return f"{PREFIX}streams:{account}"
 
 
 def domain_key(domain: str, *parts: str) -> str:

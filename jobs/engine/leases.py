@@ -35,7 +35,6 @@ async def keep_beating(
     worker_id: Callable[[], str],
     running: Callable[[], list[str]],
     lease_s: float,
-    claim_ttl_ms: int,
     on_fenced: Callable[[], None],
 ) -> None:
     """Beat every quarter of a lease until cancelled; a Redis outage is logged, not fatal.
@@ -43,7 +42,7 @@ async def keep_beating(
     could not be recorded)."""
     while True:
         try:
-            if not await store.beat(worker_id(), running(), claim_ttl_ms):
+            if not await store.beat(worker_id()):
                 log.error("worker %s was declared dead while alive; fencing it", worker_id())
                 on_fenced()
             else:

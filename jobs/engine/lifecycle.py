@@ -33,6 +33,7 @@ from jobs.engine.presenter import JobPresenter
 from jobs.engine.reconciler import keep_reconciling
 from jobs.engine.registry import Registry
 from jobs.engine.runner import entry_for
+from jobs.engine.scheduler import Scheduler
 from jobs.engine.store import JobStore
 from jobs.engine.wakeup import keep_listening
 from jobs.logs import configure_logging
@@ -97,14 +98,16 @@ def _loops(deps: WorkerDeps, wake: asyncio.Event) -> list[asyncio.Task[Any]]:
             lambda: deps.worker_id,
             lambda: list(deps.running),
             settings.worker_lease_seconds,
-            settings.claim_ttl_ms,
             lambda: deps.fence(new_worker_id()),
         ),
         keep_publishing(deps),
         every(5, "queue gauges", lambda: refresh_queue_gauges(deps.redis, settings)),
         keep_reaping(store, settings.worker_lease_seconds, settings.worker_max_crashes),
         keep_reconciling(
-            store, set(deps.registry.kinds), deps.worker_id, settings.reconcile_interval_seconds
+            store,
+            Scheduler(deps.redis, settings, list(deps.registry.kinds)),
+            deps.worker_id,
+            settings.reconcile_interval_seconds,
         ),
         *(
             every(chore.interval_s(settings), chore.name, partial(chore.step, deps))
@@ -129,7 +132,7 @@ def make_startup(settings: Settings, registry: Registry) -> Hook:
             )
             stack.push_async_callback(http.aclose)
             resources = {
-                kind: await stack.enter_async_context(opener(settings))
+                kind: await stack.enter_async_context(opener(settings, ctx["redis"]))
                 for kind, opener in registry.resources
             }
             deps = WorkerDeps(
@@ -146,7 +149,9 @@ def make_startup(settings: Settings, registry: Registry) -> Hook:
             )
             if settings.worker_metrics_port:
                 _serve_metrics(settings, stack)
-            await deps.store.beat(deps.worker_id, [], settings.claim_ttl_ms)
+            await deps.store.beat(deps.worker_id)
+            scheduler = Scheduler(ctx["redis"], settings, list(registry.kinds))
+            await scheduler.publish_limits()
             wake = asyncio.Event()
             tasks = _loops(deps, wake)
         except BaseException:
@@ -154,7 +159,14 @@ def make_startup(settings: Settings, registry: Registry) -> Hook:
             log.critical("worker could not start", exc_info=True)
             await stack.aclose()
             raise
-        ctx.update(deps=deps, settings=settings, wake=wake, exit_stack=stack, background=tasks)
+        ctx.update(
+            deps=deps,
+            settings=settings,
+            scheduler=scheduler,
+            wake=wake,
+            exit_stack=stack,
+            background=tasks,
+        )
         freeze_startup_heap()
         log.info("worker %s started", deps.worker_id, extra={"kinds": sorted(registry.kinds)})
 

@@ -17,13 +17,18 @@ from redis.asyncio import Redis
 
 from jobs.engine import arq_adapter as arq
 from jobs.engine import keys
-from jobs.engine.records import JobRecord, JobState
+from jobs.engine.records import JobRecord, JobState, now_ms
 from jobs.engine.runner import fail_job
+from jobs.engine.scheduler import Scheduler
 from jobs.engine.store import JobStore
 
 BATCH = 500
 # How often the dead-letter index is swept of entries whose record has expired.
 DEAD_LETTER_SWEEP_S = 3600.0
+# A job of a kind no worker runs fails after waiting this many reconciler intervals.
+UNKNOWN_KIND_PASSES = 10
+# How often the running count is swept of places no run holds any more.
+RUNNING_SWEEP_S = 60.0
 log = logging.getLogger("jobs.reconciler")
 
 
@@ -61,6 +66,24 @@ async def _orphans(redis: Redis, ids: list[str]) -> list[str]:
     return [job_id for job_id, n in zip(ids, present, strict=True) if n == 0]
 
 
+async def fail_unknown_kinds(store: JobStore, known_kinds: Collection[str], grace_ms: int) -> int:
+    """Fail the jobs of kinds no worker runs that have waited longer than `grace_ms` (long
+    enough for a deploy that brings a new kind to reach every worker)."""
+    finished = 0
+    cutoff = now_ms() - grace_ms
+    for raw in await store.redis.smembers(keys.KINDS):
+        kind = raw.decode()
+        if kind in known_kinds:
+            continue
+        for member in await store.redis.zrangebyscore(keys.waiting(kind), "-inf", cutoff):
+            record = await store.get(member.decode())
+            if record is None or record.state.finished or record.created_at > cutoff:
+                continue
+            error = orphan_error(record, known_kinds)
+            finished += await fail_job(store, None, record, error, None, waiting_only=True)
+    return finished
+
+
 async def reconcile_once(store: JobStore, known_kinds: Collection[str]) -> int:
     """One pass over the unfinished jobs; returns how many it finished."""
     redis = store.redis
@@ -96,21 +119,32 @@ async def _reconcile_batch(store: JobStore, known_kinds: Collection[str], ids: l
 
 
 async def keep_reconciling(
-    store: JobStore, known_kinds: Collection[str], worker_id: str, interval_s: float
+    store: JobStore, scheduler: Scheduler, worker_id: str, interval_s: float
 ) -> None:
-    """Run `reconcile_once` every interval when this worker wins the lock; errors are logged.
+    """Run `reconcile_once` every interval when this worker wins the lock, and put back the
+    scheduler's lost claims; errors are logged.
 
     The lock only spreads the work: two passes at once are safe, since a job is
     failed only if it is still unfinished and absent from arq at that instant.
     """
+    known_kinds = set(scheduler.kinds)
     lock_ms = max(100, int(interval_s * 900))
-    next_sweep = 0.0
+    next_sweep = next_running_sweep = 0.0
     while True:
         try:
             if await store.redis.set(keys.RECONCILER_LOCK, worker_id, nx=True, px=lock_ms):
                 count = await reconcile_once(store, known_kinds)
+                count += await fail_unknown_kinds(
+                    store, known_kinds, int(interval_s * UNKNOWN_KIND_PASSES * 1000)
+                )
                 if count:
                     log.warning("reconciler failed %d job(s) that arq had dropped", count)
+                requeued = await scheduler.requeue_stale()
+                if requeued:
+                    log.warning("%d claimed job(s) never started; they are queued again", requeued)
+                if time.monotonic() >= next_running_sweep:
+                    next_running_sweep = time.monotonic() + RUNNING_SWEEP_S
+                    await scheduler.sweep_running()
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + DEAD_LETTER_SWEEP_S
                     await store.forget_expired_dead_letters()

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from jobs.settings import Settings
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
     from jobs.engine.context import JobRun, WorkerDeps
     from jobs.engine.records import JobRecord
     from jobs.storage import Storage
@@ -28,7 +30,8 @@ Presenter = Callable[["Storage", Settings, Any], Awaitable[Any]]
 # The wait before the next attempt: (attempt just failed, settings, rng) -> (defer s, window s).
 Backoff = Callable[[int, Settings, random.Random], tuple[float, float]]
 Listener = Callable[["WorkerDeps", "JobRecord", "JobKind"], Awaitable[None]]
-Resource = Callable[[Settings], AbstractAsyncContextManager[Any]]
+# A client a domain needs, made once per worker from the settings and the worker's Redis.
+Resource = Callable[[Settings, "Redis"], AbstractAsyncContextManager[Any]]
 
 
 @dataclass(frozen=True)

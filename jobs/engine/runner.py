@@ -60,11 +60,15 @@ async def run_attempt(ctx: dict[str, Any], kind: JobKind, job_id: str) -> None:
         log.error("job %s has no record (expired?); dropping it", job_id)
         return
     if isinstance(started, Busy):
-        log.warning("job %s is running on live worker %s; backing off", job_id, started.owner)
-        await deps.store.postpone(job_id, now_ms() + int(deps.settings.worker_lease_seconds * 500))
+        log.warning("job %s is running on live worker %s; leaving it", job_id, started.owner)
         return
     if started.state.finished:
         log.info("job %s is already %s; not running it", job_id, started.state.value)
+        return
+    if started.state != JobState.RUNNING:
+        # Its client cancelled it between the claim and the start.
+        if await deps.store.finish(started, JobState.CANCELLED):
+            metrics.JOBS_CANCELLED.labels(kind.name).inc()
         return
     REQUEST_ID_VAR.set(started.request_id)
     JOB_CONTEXT_VAR.set(
@@ -275,6 +279,7 @@ async def fail_job(
     *,
     attempt_entry: dict[str, Any] | None = None,
     orphan_only: bool = False,
+    waiting_only: bool = False,
     owner: str | None = None,
 ) -> bool:
     """End a job `failed`; a dead letter (for kinds that keep them) is logged at CRITICAL
@@ -284,6 +289,7 @@ async def fail_job(
         JobState.FAILED,
         attempt_entry=attempt_entry,
         orphan_only=orphan_only,
+        waiting_only=waiting_only,
         owner=owner,
         error=error,
         traceback=traceback,

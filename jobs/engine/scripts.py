@@ -41,17 +41,29 @@ class LuaScript(Generic[K, A]):
     """One Lua script file with its keys and arguments dataclasses, called by EVALSHA (and
     loaded on the first call, or again after Redis lost its script cache)."""
 
-    def __init__(self, package: str, name: str, keys: type[K], args: type[A]) -> None:
+    def __init__(
+        self,
+        package: str,
+        name: str,
+        keys: type[K],
+        args: type[A],
+        prelude: tuple[str, ...] = (),
+    ) -> None:
         self.name = name
         self.keys_type = keys
         self.args_type = args
-        self.source = resources.files(package).joinpath(f"lua/{name}.lua").read_text()
+        files = resources.files(package).joinpath("lua")
+        self.main = files.joinpath(f"{name}.lua").read_text()
+        # Shared Lua functions (`lua/<prelude>.lua`) go first: Lua has no includes.
+        self.source = "\n".join(
+            [*(files.joinpath(f"{p}.lua").read_text() for p in prelude), self.main]
+        )
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     def header(self) -> dict[str, list[str]]:
         """The KEYS and ARGV names the script's header declares, in order."""
         found: dict[str, list[str]] = {"KEYS": [], "ARGV": []}
-        for which, names in _HEADER.findall(self.source):
+        for which, names in _HEADER.findall(self.main):
             found[which] += [n.strip() for n in names.split(",") if n.strip()]
         return found
 
@@ -80,8 +92,22 @@ def _field_names(cls: type) -> list[str]:
     return names
 
 
-def _engine(name: str, keys: type[K], args: type[A]) -> LuaScript[K, A]:
-    return LuaScript("jobs.engine", name, keys, args)
+def _engine(
+    name: str, keys: type[K], args: type[A], prelude: tuple[str, ...] = ()
+) -> LuaScript[K, A]:
+    return LuaScript("jobs.engine", name, keys, args, prelude)
+
+
+@dataclass(frozen=True, slots=True)
+class FairKeys:
+    """A kind's fair queue: the queue, its ring and sleepers, the turn counter, and the
+    accounts' backlog."""
+
+    queue: str
+    ring: str
+    sleep: str
+    turn: str
+    backlog: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +124,12 @@ class EnqueueKeys:
     replayed_record: str
     replayed_attempts: str
     dlq_open: str
+    unfinished: str
+    queue: str
+    ring: str
+    sleep: str
+    turn: str
+    backlog: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +146,11 @@ class EnqueueArgs:
     replay_of: str
     listed: str
     in_all_jobs: str
+    counted: str
     wake_channel: str
+    max_queued: int
+    bucket: str
+    account: str
     fields_json: str
 
 
@@ -126,6 +162,8 @@ class StartKeys:
     running: str
     workers: str
     worker_jobs: str
+    claimed: str
+    fair_running: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +177,7 @@ class StartArgs:
 
 @dataclass(frozen=True, slots=True)
 class JobKeys:
-    """The keys a final transition touches (finish and reap share them)."""
+    """The keys an outcome touches (finish and reap share them)."""
 
     record: str
     attempts: str
@@ -150,12 +188,18 @@ class JobKeys:
     dlq_open: str
     worker_jobs: str
     arq_job: str
-    arq_in_progress: str
     arq_retry: str
     arq_abort: str
     arq_queue: str
     outbox: str
     stats: str
+    unfinished: str
+    queue: str
+    ring: str
+    sleep: str
+    turn: str
+    backlog: str
+    fair_running: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +215,7 @@ class FinishArgs:
     to_outbox: str
     dead_letter: str
     wake_channel: str
+    bucket: str
     fields: tuple[str | int | float, ...] = ()
 
 
@@ -185,6 +230,7 @@ class ReapArgs:
     to_outbox: str
     wake_channel: str
     crashed: str
+    bucket: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,10 +240,13 @@ class CancelKeys:
     waiting: str
     active: str
     arq_job: str
-    arq_in_progress: str
     arq_retry: str
     arq_abort: str
     arq_queue: str
+    claimed: str
+    unfinished: str
+    queue: str
+    backlog: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,28 +260,31 @@ class CancelArgs:
 class BeatKeys:
     workers: str
     fence: str
-    claims: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class BeatArgs:
     worker: str
     now_s: float
-    claim_ttl_ms: int
 
 
 @dataclass(frozen=True, slots=True)
 class ClaimKeys:
-    queue: str
-    claims: tuple[str, ...] = ()
+    turn: str
+    running: str
+    backlog: str
+    limits: str
+    paused_kinds: str
+    paused_accounts: str
+    per_kind: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class ClaimArgs:
     now_ms: int
-    claim_ttl_ms: int
-    room: int
-    ids: tuple[str, ...] = ()
+    slots: int
+    scan_limit: int
+    kinds: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +320,12 @@ class ReopenKeys:
     waiting: str
     arq_job: str
     arq_queue: str
+    claimed: str
+    queue: str
+    ring: str
+    sleep: str
+    turn: str
+    backlog: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,16 +336,69 @@ class ReopenArgs:
     arq_ttl_ms: int
     retention_s: int
     wake_channel: str
+    bucket: str
 
 
-ENQUEUE = _engine("enqueue", EnqueueKeys, EnqueueArgs)
+@dataclass(frozen=True, slots=True)
+class RequeueKeys:
+    record: str
+    claimed: str
+    waiting: str
+    queue: str
+    ring: str
+    sleep: str
+    turn: str
+    backlog: str
+    fair_running: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequeueArgs:
+    id: str
+    now_ms: int
+    bucket: str
+
+
+@dataclass(frozen=True, slots=True)
+class GcraKeys:
+    tat: str
+
+
+@dataclass(frozen=True, slots=True)
+class GcraArgs:
+    now_ms: int
+    interval_ms: float
+    burst: int
+
+
+@dataclass(frozen=True, slots=True)
+class SlotsKeys:
+    slots: str
+
+
+@dataclass(frozen=True, slots=True)
+class SlotsArgs:
+    now_ms: int
+    limit: int
+    member: str
+    expires_ms: int
+
+
+FAIR = ("fair",)
+ENQUEUE = _engine("enqueue", EnqueueKeys, EnqueueArgs, FAIR)
 START = _engine("start", StartKeys, StartArgs)
-FINISH = _engine("finish", JobKeys, FinishArgs)
-REAP = _engine("reap", JobKeys, ReapArgs)
-CANCEL = _engine("cancel", CancelKeys, CancelArgs)
+FINISH = _engine("finish", JobKeys, FinishArgs, FAIR)
+REAP = _engine("reap", JobKeys, ReapArgs, FAIR)
+CANCEL = _engine("cancel", CancelKeys, CancelArgs, FAIR)
 BEAT = _engine("beat", BeatKeys, BeatArgs)
 CLAIM = _engine("claim", ClaimKeys, ClaimArgs)
 PROGRESS = _engine("progress", ProgressKeys, ProgressArgs)
 RATE = _engine("rate", RateKeys, RateArgs)
-REOPEN = _engine("reopen", ReopenKeys, ReopenArgs)
-ENGINE_SCRIPTS = (ENQUEUE, START, FINISH, REAP, CANCEL, BEAT, CLAIM, PROGRESS, RATE, REOPEN)
+REOPEN = _engine("reopen", ReopenKeys, ReopenArgs, FAIR)
+REQUEUE = _engine("requeue", RequeueKeys, RequeueArgs, FAIR)
+GCRA = _engine("gcra", GcraKeys, GcraArgs)
+SLOTS = _engine("slots", SlotsKeys, SlotsArgs)
+ENGINE_SCRIPTS = (
+    ENQUEUE, START, FINISH, REAP, CANCEL, BEAT, CLAIM, PROGRESS, RATE, REOPEN, REQUEUE, GCRA,
+    SLOTS,
+)  # fmt: skip

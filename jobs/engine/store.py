@@ -30,6 +30,7 @@ from jobs.engine.records import (
     text,
 )
 from jobs.engine.registry import JobKind, Registry
+from jobs.engine.scheduler import bucket, fair_keys
 from jobs.engine.scripts import (
     BEAT,
     CANCEL,
@@ -55,7 +56,7 @@ from jobs.engine.scripts import (
     StartArgs,
     StartKeys,
 )
-from jobs.errors import Conflict, InvalidInput, NotFound
+from jobs.errors import Conflict, InvalidInput, NotFound, TooManyRequests
 from jobs.settings import Settings
 
 
@@ -68,6 +69,8 @@ async def _no_op(*_: Any) -> Any:
 
 
 _DEFAULT = JobKind("-", _no_op)
+# When an account whose queue is full may try again: a guess, as jobs end at their pace.
+QUEUE_FULL_RETRY_S = 5.0
 
 
 class JobStore:
@@ -95,8 +98,9 @@ class JobStore:
             return policy.events is not None
         return state == JobState.FAILED and (policy.events is not None or policy.dead_letters)
 
-    def _job_keys(self, job_id: str, kind: str, worker: str | None) -> JobKeys:
+    def _job_keys(self, job_id: str, kind: str, account: str, worker: str | None) -> JobKeys:
         arq_keys = arq.job_keys(job_id)
+        fair = fair_keys(kind)
         return JobKeys(
             record=keys.record(job_id),
             attempts=keys.attempts(job_id),
@@ -107,12 +111,18 @@ class JobStore:
             dlq_open=keys.DLQ_OPEN,
             worker_jobs=keys.worker_jobs(worker) if worker else keys.NONE,
             arq_job=arq_keys.job,
-            arq_in_progress=arq_keys.in_progress,
             arq_retry=arq_keys.retry,
             arq_abort=arq.ABORT_KEY,
             arq_queue=self.queue_name,
             outbox=keys.OUTBOX,
             stats=keys.stats(now_ms() // 60000),
+            unfinished=keys.unfinished(account),
+            queue=fair.queue,
+            ring=fair.ring,
+            sleep=fair.sleep,
+            turn=fair.turn,
+            backlog=fair.backlog,
+            fair_running=keys.FAIR_RUNNING,
         )
 
     async def create(
@@ -128,6 +138,7 @@ class JobStore:
         job_id: str | None = None,
         delay_s: float = 0.0,
         listing: str | None = None,
+        enforce_limits: bool = True,
     ) -> Enqueued:
         """Write the record and enqueue its arq job in one round trip (the new record is
         returned with it).
@@ -136,7 +147,8 @@ class JobStore:
         job is returned (`replayed=True`) when the fingerprint matches, and `InvalidInput`
         is raised when it does not. A fixed `job_id` already taken returns that job. The job
         is due after `delay_s`; `listing` names the index it is listed in (by default the
-        account's jobs, for a listed kind).
+        account's jobs, for a listed kind). An account at its `max_queued` unfinished jobs
+        gets `TooManyRequests` (`account_queue_full`) and nothing is written.
         """
         policy = self.policy(kind)
         job_id = job_id or new_job_id()
@@ -165,6 +177,8 @@ class JobStore:
             fields["replay_of"] = replay_of
         if listing is None and policy.listed:
             listing = keys.account_jobs(account)
+        max_queued = self.settings.limits_for(account).max_queued if enforce_limits else None
+        fair = fair_keys(kind)
         status, found = await ENQUEUE(
             self.redis,
             EnqueueKeys(
@@ -182,6 +196,12 @@ class JobStore:
                 replayed_record=keys.record(replay_of) if replay_of else keys.NONE,
                 replayed_attempts=keys.attempts(replay_of) if replay_of else keys.NONE,
                 dlq_open=keys.DLQ_OPEN,
+                unfinished=keys.unfinished(account),
+                queue=fair.queue,
+                ring=fair.ring,
+                sleep=fair.sleep,
+                turn=fair.turn,
+                backlog=fair.backlog,
             ),
             EnqueueArgs(
                 id=job_id,
@@ -196,7 +216,11 @@ class JobStore:
                 replay_of=replay_of or "",
                 listed=_flag(listing is not None),
                 in_all_jobs=_flag(policy.listed),
+                counted=_flag(policy.listed),
                 wake_channel=self.wake_channel,
+                max_queued=max_queued or 0,
+                bucket=bucket(self.settings, account),
+                account=account,
                 fields_json=json.dumps(fields, separators=(",", ":")),
             ),
         )
@@ -211,6 +235,14 @@ class JobStore:
             raise Conflict(f"this dead letter was already replayed as {found}", replayed_as=found)
         if status == "not_dead":
             raise NotFound("no such dead letter")
+        if status == "queue_full":
+            raise TooManyRequests(
+                f"the account has {found} unfinished jobs, its limit (ACCOUNT_LIMITS "
+                "max_queued): try again when some have ended",
+                type="account_queue_full",
+                retry_after=QUEUE_FULL_RETRY_S,
+                max_queued=int(found),
+            )
         if status != "created":
             return Enqueued(job_id=found, replayed=status == "replayed")
         metrics.JOBS_ENQUEUED.labels(kind).inc()
@@ -333,8 +365,9 @@ class JobStore:
     async def mark_started(self, job_id: str, kind: str, worker: str) -> JobRecord | Busy | None:
         """Move the record to `running` for its next attempt; None if it has no record.
 
-        A record already finished (cancelled, or failed by the reconciler) is returned
-        unchanged so the caller can skip the run; `Busy` when another live worker runs it.
+        A record already finished (cancelled, or failed by the reconciler), or one whose
+        client asked to cancel it before it started, is returned unchanged so the caller
+        can skip the run; `Busy` when another live worker runs it.
         """
         started = now_ms()
         raw = await START(
@@ -346,6 +379,8 @@ class JobStore:
                 running=keys.running(kind),
                 workers=keys.WORKERS,
                 worker_jobs=keys.worker_jobs(worker),
+                claimed=keys.fair_claimed(kind),
+                fair_running=keys.FAIR_RUNNING,
             ),
             StartArgs(
                 id=job_id,
@@ -360,7 +395,7 @@ class JobStore:
         if text(raw[0]) == "busy":
             return Busy(owner=text(raw[1]) or "")
         record = JobRecord.from_redis(raw)
-        if not record.state.finished:
+        if record.state == JobState.RUNNING:
             record.attempts = [{"attempt": record.attempt, "started_at": started, "worker": worker}]
         return record
 
@@ -372,6 +407,7 @@ class JobStore:
         attempt_entry: dict[str, Any] | None = None,
         due_ms: int | None = None,
         orphan_only: bool = False,
+        waiting_only: bool = False,
         owner: str | None = None,
         undo_attempt: bool = False,
         **fields: Any,
@@ -380,6 +416,7 @@ class JobStore:
 
         `owner`: apply only while that worker still runs the job (a worker declared dead
         must not overwrite its successor). `orphan_only`: apply only if arq holds no job.
+        `waiting_only`: apply only while the job waits (no worker has started it).
         `undo_attempt`: the run was handed back unfinished, so it does not count.
         """
         pairs: list[str | int | float] = []
@@ -387,11 +424,11 @@ class JobStore:
             if isinstance(value, dict | list) or name in ("result", "error"):
                 value = json.dumps(value, separators=(",", ":"))
             pairs += [name, "" if value is None else value]
-        guard = "orphan" if orphan_only else owner or ""
+        guard = "orphan" if orphan_only else "waiting" if waiting_only else owner or ""
         policy = self.policy(record.kind)
         done = await FINISH(
             self.redis,
-            self._job_keys(record.id, record.kind, owner or record.worker),
+            self._job_keys(record.id, record.kind, record.account, owner or record.worker),
             FinishArgs(
                 id=record.id,
                 state=state.value,
@@ -404,6 +441,7 @@ class JobStore:
                 to_outbox=_flag(self._outbox(record.kind, state)),
                 dead_letter=_flag(policy.dead_letters),
                 wake_channel=self.wake_channel,
+                bucket=bucket(self.settings, record.account),
                 fields=tuple(pairs),
             ),
         )
@@ -421,10 +459,13 @@ class JobStore:
                 waiting=keys.waiting(record.kind),
                 active=keys.ACTIVE,
                 arq_job=arq_keys.job,
-                arq_in_progress=arq_keys.in_progress,
                 arq_retry=arq_keys.retry,
                 arq_abort=arq.ABORT_KEY,
                 arq_queue=self.queue_name,
+                claimed=keys.fair_claimed(record.kind),
+                unfinished=keys.unfinished(record.account),
+                queue=keys.fair_queue(record.kind),
+                backlog=keys.FAIR_BACKLOG,
             ),
             CancelArgs(id=record.id, now_ms=now_ms(), retention_s=self.retention_s(record.kind)),
         )
@@ -437,6 +478,7 @@ class JobStore:
     async def run_again_now(self, record: JobRecord) -> str:
         """Make a waiting job due now (it keeps its schedule), or give an ended one one more
         attempt now: 'due', 'reopened', 'running' (left alone) or 'missing'."""
+        fair = fair_keys(record.kind)
         answer = await REOPEN(
             self.redis,
             ReopenKeys(
@@ -445,6 +487,12 @@ class JobStore:
                 waiting=keys.waiting(record.kind),
                 arq_job=arq.job_keys(record.id).job,
                 arq_queue=self.queue_name,
+                claimed=keys.fair_claimed(record.kind),
+                queue=fair.queue,
+                ring=fair.ring,
+                sleep=fair.sleep,
+                turn=fair.turn,
+                backlog=fair.backlog,
             ),
             ReopenArgs(
                 id=record.id,
@@ -453,25 +501,17 @@ class JobStore:
                 arq_ttl_ms=self.retention_s(record.kind) * 1000,
                 retention_s=self.retention_s(record.kind),
                 wake_channel=self.wake_channel,
+                bucket=bucket(self.settings, record.account),
             ),
         )
         return text(answer) or "missing"
 
-    async def postpone(self, job_id: str, due_ms: int) -> None:
-        """Move a queued job's next start to `due_ms` (it stays queued)."""
-        await self.redis.zadd(self.queue_name, {job_id: due_ms}, xx=True)
-
-    async def beat(self, worker: str, running: list[str], claim_ttl_ms: int) -> bool:
-        """Refresh a worker's heartbeat and its claims on the jobs it runs; False when it was
-        declared dead."""
+    async def beat(self, worker: str) -> bool:
+        """Refresh a worker's heartbeat; False when it was declared dead."""
         answer = await BEAT(
             self.redis,
-            BeatKeys(
-                workers=keys.WORKERS,
-                fence=keys.fence(worker),
-                claims=tuple(arq.job_keys(job_id).in_progress for job_id in running),
-            ),
-            BeatArgs(worker=worker, now_s=time.time(), claim_ttl_ms=claim_ttl_ms),
+            BeatKeys(workers=keys.WORKERS, fence=keys.fence(worker)),
+            BeatArgs(worker=worker, now_s=time.time()),
         )
         return text(answer) == "ok"
 
@@ -480,12 +520,13 @@ class JobStore:
         return int(await self.redis.zcount(keys.WORKERS, time.time() - lease_s, "+inf"))
 
     async def _reap(self, job_id: str, worker: str, crash_cap: int, crashed: bool) -> str:
-        kind = text(await self.redis.hget(keys.record(job_id), "kind")) or "-"
+        raw = await self.redis.hmget(keys.record(job_id), ["kind", "account"])
+        kind, account = text(raw[0]) or "-", text(raw[1]) or "-"
         policy = self.policy(kind)
         answer = text(
             await REAP(
                 self.redis,
-                self._job_keys(job_id, kind, worker),
+                self._job_keys(job_id, kind, account, worker),
                 ReapArgs(
                     id=job_id,
                     dead_worker=worker,
@@ -496,6 +537,7 @@ class JobStore:
                     to_outbox=_flag(self._outbox(kind, JobState.FAILED)),
                     wake_channel=self.wake_channel,
                     crashed=_flag(crashed),
+                    bucket=bucket(self.settings, account),
                 ),
             )
         )

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 from ulid import ULID
 
 from jobs import metrics
@@ -27,6 +28,7 @@ from jobs.crypto import SecretBox
 from jobs.engine.keys import domain_key
 from jobs.engine.records import now_ms, rfc3339
 from jobs.engine.scripts import LuaScript
+from jobs.errors import Conflict
 from jobs.settings import Settings
 from jobs.webhooks.ssrf import resolve_target
 
@@ -109,7 +111,8 @@ class EndpointStore:
         self.box = SecretBox(settings)
 
     async def create(self, account: str, url: str, events: list[str]) -> tuple[Endpoint, str]:
-        """Register an endpoint after checking its URL; returns it and its secret."""
+        """Register an endpoint after checking its URL; returns it and its secret. An account
+        has at most WEBHOOK_MAX_ENDPOINTS_PER_ACCOUNT (`Conflict` beyond)."""
         await resolve_target(url, self.settings.webhook_allow_private_networks)
         endpoint_id = f"we_{ULID()}"
         secret = new_secret()
@@ -129,11 +132,28 @@ class EndpointStore:
             "created_at": endpoint.created_at,
             "secrets": json.dumps(endpoint.secrets),
         }
+        cap = self.settings.webhook_max_endpoints_per_account
+        index = account_endpoints_key(account)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(endpoint_key(endpoint_id), mapping=fields)  # type: ignore[arg-type]
-            pipe.zadd(account_endpoints_key(account), {endpoint_id: endpoint.created_at})
-            pipe.zadd(ALL_ENDPOINTS_KEY, {endpoint_id: endpoint.created_at})
-            await pipe.execute()
+            # Counted and added in one transaction: concurrent registrations cannot pass it.
+            while True:
+                try:
+                    await pipe.watch(index)
+                    if await pipe.zcard(index) >= cap:
+                        raise Conflict(
+                            f"this account has {cap} webhook endpoints, the most it may have "
+                            "(WEBHOOK_MAX_ENDPOINTS_PER_ACCOUNT): delete one first",
+                            type="too_many_endpoints",
+                            limit=cap,
+                        )
+                    pipe.multi()
+                    pipe.hset(endpoint_key(endpoint_id), mapping=fields)  # type: ignore[arg-type]
+                    pipe.zadd(index, {endpoint_id: endpoint.created_at})
+                    pipe.zadd(ALL_ENDPOINTS_KEY, {endpoint_id: endpoint.created_at})
+                    await pipe.execute()
+                    break
+                except WatchError:
+                    continue
         return endpoint, secret
 
     async def get(self, endpoint_id: str) -> Endpoint | None:

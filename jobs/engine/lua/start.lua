@@ -1,12 +1,17 @@
--- Mark a job running for one more attempt (the attempt number is the record's) and
--- return the record. Refuses when the record says another live worker runs it.
--- KEYS: record, attempts, waiting, running, workers, worker_jobs
+-- Start a claimed job's next attempt (the attempt number is the record's) and return the
+-- record. A job that ended meanwhile, or that its client cancelled before it started,
+-- is returned as it is (the caller records the cancel); one that another live worker
+-- runs answers 'busy'.
+-- KEYS: record, attempts, waiting, running, workers, worker_jobs, claimed, fair_running
 -- ARGV: id, now_ms, worker, lease_ms, retention_s
+redis.call('ZREM', KEYS[7], ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return false
+  return false  -- its place in fair_running goes with the reconciler's sweep
 end
+local claim = redis.call('HGET', KEYS[1], 'account') .. '|' .. ARGV[1]
 local state = redis.call('HGET', KEYS[1], 'state')
 if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
+  redis.call('ZREM', KEYS[8], claim)
   return redis.call('HGETALL', KEYS[1])
 end
 local now = tonumber(ARGV[2])
@@ -18,10 +23,12 @@ if state == 'running' then
       return {'busy', owner}
     end
   end
+elseif redis.call('HEXISTS', KEYS[1], 'cancel_requested_at') == 1 then
+  return redis.call('HGETALL', KEYS[1])
 end
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 redis.call('HSET', KEYS[1], 'state', 'running', 'updated_at', now, 'worker', ARGV[3],
-  'next_attempt_at', '', 'stage', '')
+  'next_attempt_at', '', 'stage', '', 'qm', '')
 if not redis.call('HGET', KEYS[1], 'started_at') then
   redis.call('HSET', KEYS[1], 'started_at', now)
 end
