@@ -40,7 +40,7 @@ async def test_kill_9_mid_job_restarts_all_jobs_on_another_worker_within_the_lea
     store = JobStore(redis, settings, TEST_REGISTRY)
     doomed = start_worker(settings, tmp_path / "a.log")
     # Long enough to be still running when the second worker is up, on a loaded machine.
-    ids = [await create(store, "test.sleepy", seconds=10) for _ in range(5)]
+    ids = [await create(store, "test.sleepy", seconds=30) for _ in range(5)]
 
     async def all_started():
         return all([await redis.llen(f"test:started:{i}") for i in ids])
@@ -56,7 +56,7 @@ async def test_kill_9_mid_job_restarts_all_jobs_on_another_worker_within_the_lea
         async def all_succeeded():
             return all([(await store.get(i)).state == "succeeded" for i in ids])
 
-        await eventually(all_succeeded, timeout=60)
+        await eventually(all_succeeded, timeout=120)
     finally:
         kill(survivor)
     delays = []
