@@ -32,7 +32,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
-from longrun_client import LongrunClient, LongrunError, WebhookEvent, verify_webhook
+from longrun_client import (
+    LongrunClient,
+    LongrunError,
+    ValidationFailed,
+    WebhookEvent,
+    verify_webhook,
+)
 
 STAND_IN_MODEL = "local-stand-in (not Claude)"
 """The `model` that the local stand-in of the Messages API names in its answers."""
@@ -151,7 +157,12 @@ def run(base_url: str, api_key: str, say: Say = say) -> bool:
 
 
 def _steps(client: LongrunClient, receiver: WebhookReceiver, user_id: str, say: Say) -> bool:
-    endpoint = client.create_webhook_endpoint(receiver.url, ["analysis.completed"])
+    try:
+        endpoint = client.create_webhook_endpoint(receiver.url, ["analysis.completed"])
+    except ValidationFailed as exc:
+        say(f"FAILED: the webhook endpoint was refused: {exc}")
+        say("   (the demo's receiver is on 127.0.0.1: WEBHOOK_ALLOW_PRIVATE_NETWORKS=true lets it)")
+        return False
     if endpoint.secret is None:
         say(f"FAILED: the new endpoint {endpoint.id} came without its secret")
         return False

@@ -39,6 +39,14 @@ DEV_ACCOUNT_KEY = "dev-demo-key"
 STAND_IN_KEY = "local-stand-in-checks-no-key"
 
 
+def shown(path: Path) -> str:
+    """`path` as the output names it: relative to the project when inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+LOGS = f"{shown(STATE)}/*.log"
+
+
 def say(message: str) -> None:
     """One line of the stack's output."""
     print(f"[dev] {message}", flush=True)
@@ -70,7 +78,7 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
         except Exception:
             pass
         time.sleep(0.2)
-    raise SystemExit(f"[dev] {what} did not come up within {timeout:g}s; see {STATE}/*.log")
+    raise SystemExit(f"[dev] {what} did not come up within {timeout:g}s; see {LOGS}")
 
 
 class Stack:
@@ -134,7 +142,7 @@ def ensure_redis(stack: Stack, env: dict[str, str]) -> None:
         env,
     )  # fmt: skip
     wait_for(lambda: port_open(host, port), 15, "redis-server")
-    say(f"Redis: started redis-server on port {port} (AOF in {data})")
+    say(f"Redis: started redis-server on port {port} (AOF in {shown(data)})")
 
 
 def ensure_s3(stack: Stack, env: dict[str, str]) -> None:
@@ -244,13 +252,13 @@ def main() -> int:
         say(f"API: {base}  (docs: {base}/docs, OpenAPI: {base}/openapi.json)")
         say(f"keys: account 'demo' = {DEV_ACCOUNT_KEY}, operator = {DEV_ADMIN_KEY}")
         ok = demo.run(base, DEV_ACCOUNT_KEY)
-        say("demo: done" if ok else f"demo: FAILED; see {STATE}/*.log")
+        say("demo: done" if ok else f"demo: FAILED; see {LOGS}")
         if options.demo_only:
             return 0 if ok else 1
         say("running; Ctrl-C stops everything")
         while all(proc.poll() is None for _, proc in stack.procs):
             time.sleep(0.5)
-        say(f"a process exited; stopping (see {STATE}/*.log)")
+        say(f"a process exited; stopping (see {LOGS})")
         return 1
     except KeyboardInterrupt:
         return 0
