@@ -2,16 +2,21 @@
 
 Redis: the one at REDIS_URL; when none answers and it is local, a redis-server of our own
 (with AOF, data under .devstack/). S3: S3_ENDPOINT_URL, or moto's S3 server when unset
-(development only). Then the API under uvicorn and the worker under the arq CLI.
-Logs go to .devstack/*.log. Ctrl-C stops everything; --demo-only stops after the demo.
+(development only). Claude: ANTHROPIC_API_KEY; without it, a local stand-in of the Messages
+API (tests/support/fake_anthropic, development only: its answers are made up and name their
+model "local-stand-in (not Claude)"). Then the API under uvicorn and the worker under the
+arq CLI, both with ENVIRONMENT=development. The demo is scripts/demo.py.
+Logs go to .devstack/*.log (DEVSTACK_DIR moves that folder). Ctrl-C stops everything;
+--demo-only stops after the demo.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import base64
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -20,23 +25,35 @@ import sys
 import time
 import urllib.error
 import urllib.request
-import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
+import demo
+
 ROOT = Path(__file__).resolve().parents[1]
-STATE = ROOT / ".devstack"
+STATE = Path(os.environ.get("DEVSTACK_DIR") or ROOT / ".devstack").resolve()
 BIN = Path(sys.executable).parent
 DEV_ADMIN_KEY = "dev-admin-key"
 DEV_ACCOUNT_KEY = "dev-demo-key"
+STAND_IN_KEY = "local-stand-in-checks-no-key"
+
+
+def shown(path: Path) -> str:
+    """`path` as the output names it: relative to the project when inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+LOGS = f"{shown(STATE)}/*.log"
 
 
 def say(message: str) -> None:
+    """One line of the stack's output."""
     print(f"[dev] {message}", flush=True)
 
 
 def port_open(host: str, port: int) -> bool:
+    """Does something accept connections there?"""
     try:
         with socket.create_connection((host, port), timeout=0.5):
             return True
@@ -45,12 +62,14 @@ def port_open(host: str, port: int) -> bool:
 
 
 def free_port() -> int:
+    """A port that is free on 127.0.0.1 now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def wait_for(check: Any, timeout: float, what: str) -> None:
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    """Return once `check()` is true; exit naming `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -59,24 +78,33 @@ def wait_for(check: Any, timeout: float, what: str) -> None:
         except Exception:
             pass
         time.sleep(0.2)
-    raise SystemExit(f"[dev] {what} did not come up within {timeout:g}s; see {STATE}/*.log")
+    raise SystemExit(f"[dev] {what} did not come up within {timeout:g}s; see {LOGS}")
 
 
 class Stack:
-    """The child processes we started, stopped in reverse order."""
+    """The child processes we started, stopped in reverse order, each by its pid."""
 
     def __init__(self) -> None:
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
     def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
-        log = open(STATE / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-        proc = subprocess.Popen(
-            args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        """Start `args` in a session of its own (Ctrl-C reaches us, not it), logging to
+        `<STATE>/<name>.log`."""
+        with open(STATE / f"{name}.log", "ab") as log:  # the child keeps its own copy
+            proc = subprocess.Popen(
+                args,
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.procs.append((name, proc))
         return proc
 
     def stop(self) -> None:
+        """SIGTERM each process, newest first; SIGKILL one that is still up after 30 s."""
+        stopped = []
         for name, proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -86,6 +114,9 @@ class Stack:
                     say(f"{name} did not stop; killing it")
                     proc.kill()
                     proc.wait(5)
+            stopped.append(f"{name} (pid {proc.pid})")
+        if stopped:
+            say(f"stopped {', '.join(stopped)}")
         self.procs.clear()
 
 
@@ -111,7 +142,7 @@ def ensure_redis(stack: Stack, env: dict[str, str]) -> None:
         env,
     )  # fmt: skip
     wait_for(lambda: port_open(host, port), 15, "redis-server")
-    say(f"Redis: started redis-server on port {port} (AOF in {data})")
+    say(f"Redis: started redis-server on port {port} (AOF in {shown(data)})")
 
 
 def ensure_s3(stack: Stack, env: dict[str, str]) -> None:
@@ -132,56 +163,49 @@ def ensure_s3(stack: Stack, env: dict[str, str]) -> None:
     say(f"S3: started moto's S3 emulator on port {port} with bucket {bucket} (development only)")
 
 
-def call(
-    base: str, method: str, path: str, key: str, body: dict[str, Any] | None = None
-) -> tuple[int, dict[str, Any]]:
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
-    request = urllib.request.Request(base + path, data=data, method=method, headers=headers)
+def ensure_claude(stack: Stack, env: dict[str, str]) -> None:
+    """Claude with ANTHROPIC_API_KEY; without it, the local stand-in of the Messages API."""
+    if env.get("ANTHROPIC_API_KEY"):
+        where = env.get("ANTHROPIC_BASE_URL") or "the Anthropic API"
+        model = env.get("ANALYSIS_MODEL") or "ANALYSIS_MODEL's default"
+        say(f"Claude: analyses call {where} with ANTHROPIC_API_KEY (model: {model})")
+        return
+    port = free_port()
+    stack.start(
+        "claude-stand-in",
+        [sys.executable, "-m", "tests.support.fake_anthropic", "--port", str(port),
+         "--answer-model", demo.STAND_IN_MODEL],
+        env,
+    )  # fmt: skip
+    wait_for(lambda: port_open("127.0.0.1", port), 30, "the local stand-in of Claude")
+    env["ANTHROPIC_BASE_URL"] = f"http://127.0.0.1:{port}"
+    env["ANTHROPIC_API_KEY"] = STAND_IN_KEY
+    say(
+        "Claude: ANTHROPIC_API_KEY is unset, so analyses go to a LOCAL STAND-IN of the\n"
+        f"      Messages API (tests/support/fake_anthropic, port {port}), for development only.\n"
+        "      It is NOT Claude: no model is called, every analysis is made up, and jobs\n"
+        f"      name their model {demo.STAND_IN_MODEL!r}. Set ANTHROPIC_API_KEY for Claude."
+    )
+
+
+def development_secrets_key() -> str:
+    """A SECRETS_KEY for development: made once, kept in `<STATE>/secrets_key` (0600), so
+    what one run encrypts in a Redis that outlives it (webhook secrets), the next can read."""
+    path = STATE / "secrets_key"
+    if not path.exists():
+        key = base64.b64encode(secrets.token_bytes(32)).decode()
+        path.touch(mode=0o600)
+        path.write_text(key + "\n")
+    return path.read_text().strip()
+
+
+def ready(base: str) -> bool:
+    """Does the API answer 200 on /health/ready?"""
     try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return answer.status, json.loads(answer.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
-
-def follow(base: str, job: dict[str, Any], key: str) -> dict[str, Any]:
-    """Poll a job until it finishes (60 s at most)."""
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and job["state"] not in ("succeeded", "failed"):
-        time.sleep(0.2)
-        _, job = call(base, "GET", f"/v1/jobs/{job['id']}", key)
-    return job
-
-
-def demo(base: str) -> bool:
-    """The main job end to end: store a document, export its user's data, download it."""
-    key = DEV_ACCOUNT_KEY
-    say("demo: POST /v1/documents (stored in S3)")
-    document = {"user_id": "demo-user", "title": "Welcome", "text": "Hello from longrun.\n" * 20}
-    status, doc = call(base, "POST", "/v1/documents", key, document)
-    if status != 201:
-        say(f"demo: storing the document failed: {status} {doc}")
+        with urllib.request.urlopen(base + "/health/ready", timeout=5) as answer:
+            return answer.status == 200
+    except (urllib.error.URLError, OSError):
         return False
-    say(f"demo: 201 Created, document {doc['id']}")
-    say("demo: POST /v1/exports {user_id: demo-user, format: zip}")
-    status, job = call(base, "POST", "/v1/exports", key, {"user_id": "demo-user", "format": "zip"})
-    if status != 202:
-        say(f"demo: enqueue failed: {status} {job}")
-        return False
-    say(f"demo: 202 Accepted, job {job['id']} is {job['state']}; following it")
-    job = follow(base, job, key)
-    say(f"demo: GET /v1/jobs/{job['id']} ->\n{json.dumps(job, indent=2)}")
-    if job["state"] != "succeeded":
-        say("demo: the export did not succeed; see .devstack/*.log")
-        return False
-    with urllib.request.urlopen(job["result"]["download_url"], timeout=10) as answer:
-        archive = zipfile.ZipFile(io.BytesIO(answer.read()))
-    say(f"demo: downloaded the archive through download_url: {archive.namelist()}")
-    _, queues = call(base, "GET", "/health/queues", key)
-    say(f"demo: GET /health/queues -> {json.dumps(queues)}")
-    say("demo: the export succeeded")
-    return True
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -193,10 +217,17 @@ def main() -> int:
     parser.add_argument("--demo-only", action="store_true", help="stop after the demo")
     options = parser.parse_args()
 
-    STATE.mkdir(exist_ok=True)
+    STATE.mkdir(parents=True, exist_ok=True)
     # SIGTERM stops the stack as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
     env = dict(os.environ)
+    # Development, said explicitly: plain keys, an S3 emulator, made-up analyses. The API and
+    # the worker refuse to start without SECRETS_KEY unless ENVIRONMENT=development.
+    env["ENVIRONMENT"] = "development"
+    if not env.get("SECRETS_KEY"):
+        env["SECRETS_KEY"] = development_secrets_key()
+    # The demo's webhook receiver listens on 127.0.0.1 (refused by default: SSRF).
+    env.setdefault("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
     env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
     env.setdefault("API_KEYS", json.dumps({"demo": [f"plain:{DEV_ACCOUNT_KEY}"]}))
     env.setdefault("ADMIN_API_KEYS", json.dumps([f"plain:{DEV_ADMIN_KEY}"]))
@@ -209,6 +240,7 @@ def main() -> int:
     try:
         ensure_redis(stack, env)
         ensure_s3(stack, env)
+        ensure_claude(stack, env)
         base = f"http://127.0.0.1:{api_port}"
         stack.start(
             "api",
@@ -216,16 +248,17 @@ def main() -> int:
             env,
         )
         stack.start("worker", [str(BIN / "arq"), "jobs.worker.WorkerSettings"], env)
-        wait_for(lambda: call(base, "GET", "/health/ready", "")[0] == 200, 60, "the API")
+        wait_for(lambda: ready(base), 60, "the API")
         say(f"API: {base}  (docs: {base}/docs, OpenAPI: {base}/openapi.json)")
         say(f"keys: account 'demo' = {DEV_ACCOUNT_KEY}, operator = {DEV_ADMIN_KEY}")
-        ok = demo(base)
+        ok = demo.run(base, DEV_ACCOUNT_KEY)
+        say("demo: done" if ok else f"demo: FAILED; see {LOGS}")
         if options.demo_only:
             return 0 if ok else 1
         say("running; Ctrl-C stops everything")
         while all(proc.poll() is None for _, proc in stack.procs):
             time.sleep(0.5)
-        say("a process exited; stopping (see .devstack/*.log)")
+        say(f"a process exited; stopping (see {LOGS})")
         return 1
     except KeyboardInterrupt:
         return 0
