@@ -67,6 +67,14 @@ STEPS = (
     Step("webhook_throughput", "bench.webhook_throughput",
          ("--events", "1000", "--endpoints", "10", "--concurrency", "20", "--reps", "3"),
          ("--events", "5", "--endpoints", "2", "--concurrency", "20", "--reps", "1"), 900),
+    # The FIFO sides wait for a backlog of 2,000 one-second calls at 50 at once (40 s each);
+    # the budget sides take 300 calls at 120 a minute (over two minutes each).
+    Step("fairness", "bench.fairness",
+         ("--backlogs", "200", "2000", "--quiet-jobs", "20", "--quiet-over", "10",
+          "--delay", "1.0", "--concurrency", "50", "--budget-jobs", "300", "--budget-rpm", "120",
+          "--budget-burst", "10", "--reps", "3"),
+         ("--backlogs", "20", "60", "--quiet-jobs", "4", "--quiet-over", "1", "--delay", "0.2",
+          "--concurrency", "10", "--budget-jobs", "24", "--reps", "1"), 4500),
 )  # fmt: skip
 NAMES = tuple(step.name for step in STEPS)
 RUNLOG = "runlog.json"  # which steps ran, their exit codes and times (not tracked)

@@ -23,7 +23,9 @@ For the drain-rate and latency benchmarks, the same app has two trivial tasks: `
 and the generator two more modes: `--noop N` enqueues N `noop` tasks and exits;
 `--probes K --gap-min A --gap-max B` sends K `mark` tasks one at a time on an idle system
 (each after the previous one started, plus a random gap) and prints each enqueue time with
-its start time.
+its start time. For the fairness benchmark, `--plan FILE` enqueues a noisy account's
+backlog of analyses at once, then a quiet account's at their offsets, and prints when each
+quiet one was sent; it does not wait for any result.
 
 Environment: `CELERY_BROKER_URL`, `CELERY_RESULT_BACKEND`, `ANTHROPIC_BASE_URL`,
 `ANTHROPIC_API_KEY`, `ANALYSIS_MODEL`, `ANALYSIS_MAX_TOKENS`. With `BENCH_TIMES_URL` set,
@@ -162,6 +164,26 @@ def probe_latency(probes: int, gap_min: float, gap_max: float, timeout_s: float)
     return {"samples": samples}
 
 
+def enqueue_plan(plan: dict[str, Any]) -> dict[str, Any]:
+    """The fairness benchmark's load: `plan["noisy"]["count"]` analyses of
+    `plan["noisy"]["text"]` enqueued at once, then each of `plan["quiet"]` (`{"token",
+    "text", "offset_s"}`) `offset_s` after the backlog was in. Returns the backlog's enqueue
+    time and, per quiet task, its token and the wall-clock time just before its `.delay`."""
+    noisy = plan.get("noisy") or {}
+    clock = time.monotonic()
+    for _ in range(int(noisy.get("count", 0))):
+        analyze_user_document.delay(noisy["text"])
+    noisy_s = time.monotonic() - clock
+    start = time.monotonic()
+    sent = []
+    for item in plan.get("quiet") or []:
+        time.sleep(max(0.0, start + float(item["offset_s"]) - time.monotonic()))
+        at = time.time()
+        analyze_user_document.delay(item["text"])
+        sent.append([item["token"], at])
+    return {"noisy_enqueue_s": noisy_s, "quiet_sent": sent}
+
+
 def generate_load(jobs: int, text: str, timeout_s: float) -> dict[str, Any]:
     """Enqueue `jobs` tasks, say so in Redis, then wait (bounded) for every result."""
     results = [analyze_user_document.delay(text) for _ in range(jobs)]
@@ -199,11 +221,14 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--noop", type=int, help="only enqueue this many `noop` tasks")
     parser.add_argument("--probes", type=int, help="only send this many latency probes")
+    parser.add_argument("--plan", type=Path, help="only enqueue the fairness plan in this file")
     parser.add_argument("--gap-min", type=float, default=0.05)
     parser.add_argument("--gap-max", type=float, default=0.25)
     args = parser.parse_args()
     if args.noop is not None:
         summary = enqueue_noops(args.noop)
+    elif args.plan is not None:
+        summary = enqueue_plan(json.loads(args.plan.read_text()))
     elif args.probes is not None:
         summary = probe_latency(args.probes, args.gap_min, args.gap_max, min(args.timeout, 30))
     elif args.text_file is None:

@@ -256,7 +256,7 @@ def git_state() -> dict[str, Any]:
         answer = subprocess.run(
             ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False
         )
-        return answer.stdout.strip()
+        return answer.stdout.rstrip()  # not strip(): a porcelain line may start with a space
 
     excluded = [f":(exclude){path}" for path in REPORT_OUTPUTS]
     paths = [line[3:] for line in git("status", "--porcelain", "--", ".", *excluded).splitlines()]

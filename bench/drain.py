@@ -7,8 +7,9 @@ The trivial job is the same everywhere: one `INCR bench:done` on the worker's ow
 connection. Sides (each against a private redis-server on a free port, flushed per run):
 
 - `ours`: `arq bench.workers.OurWorkerSettings` (this service's worker: job records, leases,
-  metrics, logs) with `WORKER_CONCURRENCY=100`, everything else at its default; jobs made
-  with `JobStore.create`, as the API makes them. `ours-defaults`: the same at
+  metrics, logs) with `WORKER_CONCURRENCY=100`, everything else at its default (fair
+  scheduling on, so its cost is in the figure); jobs made with `JobStore.create`, as the API
+  makes them. `ours-defaults`: the same at
   `WORKER_CONCURRENCY=20`.
 - `arq-tuned`: arq 0.28 with `max_jobs=100`, `poll_delay=0.01` (JSON jobs; arq keeps its
   default one-hour results); jobs made with `enqueue_job`.
@@ -78,6 +79,8 @@ DEFAULT_OUT = RESULTS / "drain.json"
 LOG_DIR = RESULTS / "drain_logs"
 SIDES = ("ours", "ours-defaults", "arq-tuned", "saq", "celery")
 CONCURRENCY = 100
+# Fair scheduling is on by default: the drain measures what it costs (issue 12's target).
+FAIR = str(Settings.model_fields["fair_scheduling"].default).lower()
 SAMPLE_S = 0.005
 STEADY_WINDOW = (10, 90)  # percent done: the steady rate is measured between these marks
 # (ratio figure, numerator side, denominator side), taken within each repetition
@@ -99,7 +102,8 @@ OUR_ENV = {
 def side_settings(side: str) -> str:
     """The side's settings, as the report shows them."""
     return {
-        "ours": f"WORKER_CONCURRENCY={CONCURRENCY}, rest default",
+        "ours": f"WORKER_CONCURRENCY={CONCURRENCY}, FAIR_SCHEDULING={FAIR} (its default), "
+        "rest default",
         "ours-defaults": "defaults (WORKER_CONCURRENCY=20)",
         "arq-tuned": f"max_jobs={ARQ_TUNED_MAX_JOBS}, poll_delay={ARQ_TUNED_POLL_S}",
         "saq": f"concurrency={CONCURRENCY}",

@@ -7,6 +7,10 @@
   from `QUEUE_NAME`), with `bench_sleep`, `bench_noop` and `bench_mark`.
 - `TunedArqWorkerSettings`: the same, tuned for throughput and latency: `max_jobs=100`,
   `poll_delay=ARQ_TUNED_POLL_S`.
+- `ClaudeArqWorkerSettings`: tuned arq (`poll_delay=ARQ_TUNED_POLL_S`) with `max_jobs` from
+  `BENCH_ARQ_MAX_JOBS` (default 100) and `bench_claude`, which asks the Messages API about a
+  text through one `AsyncAnthropic` client per worker (`ANTHROPIC_BASE_URL`,
+  `ANTHROPIC_API_KEY`, `ANALYSIS_MODEL`, `ANALYSIS_MAX_TOKENS`; the SDK's retries off).
 - `MarkedWorkerSettings`: this service's production worker (`jobs.domains.REGISTRY`,
   settings from the environment) whose `export` handler first pushes the wall-clock time
   it started on `bench:marks`, then runs the real export: the latency benchmark stamps our
@@ -28,6 +32,7 @@ import time
 from dataclasses import replace
 from typing import Any
 
+from anthropic import AsyncAnthropic
 from arq.connections import RedisSettings
 from arq.constants import default_queue_name
 
@@ -35,7 +40,7 @@ from jobs.domains import REGISTRY
 from jobs.engine import JobKind, JobRun
 from jobs.engine.arq_adapter import use_longrun_worker
 from jobs.engine.registry import Handler
-from jobs.settings import load_settings
+from jobs.settings import Settings, load_settings
 from jobs.worker import settings_class
 
 OUR_KIND = "bench.sleep"
@@ -43,6 +48,7 @@ OUR_NOOP_KIND = "bench.noop"
 PLAIN_FUNCTION = "bench_sleep"
 PLAIN_NOOP = "bench_noop"
 PLAIN_MARK = "bench_mark"
+PLAIN_CLAUDE = "bench_claude"
 STARTED_PREFIX = "bench:started:"
 DONE_KEY = "bench:done"
 MARKS_KEY = "bench:marks"
@@ -97,6 +103,37 @@ async def bench_noop(ctx: dict[str, Any]) -> None:
 async def bench_mark(ctx: dict[str, Any]) -> None:
     """The plain-arq latency probe: push the wall-clock time it started."""
     await ctx["redis"].rpush(MARKS_KEY, repr(time.time()))
+
+
+async def start_claude(ctx: dict[str, Any]) -> None:
+    """`on_startup` of the plain-arq Claude worker: one client for the process, with the
+    SDK's retries off (as ours: a failed call is the job's failure, nothing hidden)."""
+    ctx["anthropic"] = AsyncAnthropic(
+        base_url=os.environ.get("ANTHROPIC_BASE_URL"),
+        api_key=os.environ.get("ANTHROPIC_API_KEY"),
+        max_retries=0,
+    )
+
+
+async def stop_claude(ctx: dict[str, Any]) -> None:
+    """`on_shutdown` of the plain-arq Claude worker: close its client."""
+    client = ctx.get("anthropic")
+    if client is not None:
+        await client.close()
+
+
+async def bench_claude(ctx: dict[str, Any], text: str) -> str:
+    """The plain-arq analysis: one Messages API call about `text` (the Celery recipe's
+    prompt), through the worker's client; returns the answer's text."""
+    defaults = Settings.model_fields
+    message = await ctx["anthropic"].messages.create(
+        model=os.environ.get("ANALYSIS_MODEL", defaults["analysis_model"].default),
+        max_tokens=int(
+            os.environ.get("ANALYSIS_MAX_TOKENS", defaults["analysis_max_tokens"].default)
+        ),
+        messages=[{"role": "user", "content": f"Analyze this: {text}"}],
+    )
+    return "".join(block.text for block in message.content if block.type == "text")
 
 
 BENCH_KINDS: tuple[JobKind, ...] = (
@@ -160,4 +197,12 @@ def __getattr__(name: str) -> Any:
         return marked_settings_class()
     if name == "TunedArqWorkerSettings":
         return plain_arq_settings_class(max_jobs=ARQ_TUNED_MAX_JOBS, poll_delay=ARQ_TUNED_POLL_S)
+    if name == "ClaudeArqWorkerSettings":
+        return plain_arq_settings_class(
+            functions=[bench_claude],
+            max_jobs=int(os.environ.get("BENCH_ARQ_MAX_JOBS", ARQ_TUNED_MAX_JOBS)),
+            poll_delay=ARQ_TUNED_POLL_S,
+            on_startup=start_claude,
+            on_shutdown=stop_claude,
+        )
     raise AttributeError(name)

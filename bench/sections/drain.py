@@ -74,7 +74,13 @@ SECTION = Section(
     body=body,
     targets=(
         Target("ratio.ours_over_saq", ">", 1.0, "ahead of SAQ"),
-        Target("ratio.ours_over_arq_tuned", ">=", 0.85, "close to raw arq tuned"),
+        Target(
+            "ratio.ours_over_arq_tuned",
+            ">=",
+            0.95,
+            "no cost to throughput: the drain with fair scheduling on, close to raw arq tuned "
+            "in the same run",
+        ),
     ),
     charts=charts,
 )
