@@ -248,6 +248,26 @@ async def _count(exporter: InMemorySpanExporter, name: str, n: int) -> bool:
     return len(named(exporter, name)) >= n
 
 
+async def test_an_export_traces_each_s3_call_of_its_multipart_upload(spans, settings):
+    async with api_client(settings) as client, running_worker(settings):
+        answer = await client.post(
+            "/v1/exports", headers=ACME, json={"user_id": "u", "format": "zip"}
+        )
+        await eventually(lambda: _ended(spans, "job export attempt 1"))
+    attempt = one(spans, "job export attempt 1")
+    assert attempt.attributes["longrun.job.outcome"] == "succeeded"
+    calls = [s for s in spans.get_finished_spans() if parent_of(s) == attempt.context.span_id]
+    names = [s.name for s in in_order(calls) if s.name.startswith("s3 ")]
+    assert names[0] == "s3 ListObjectsV2" and names[-1] == "s3 CompleteMultipartUpload"
+    assert {"s3 CreateMultipartUpload", "s3 UploadPart"} <= set(names)
+    (part,) = [s for s in calls if s.name == "s3 UploadPart"]
+    assert part.attributes["aws.s3.part_number"] == 1
+    assert part.attributes["aws.s3.upload_id"]
+    assert part.attributes["aws.s3.key"] == f"exports/acme/{answer.json()['id']}.zip"
+    # The worker's S3 warm-up at start runs under no request or job: no span of its own.
+    assert not named(spans, "s3 HeadBucket")
+
+
 async def test_a_callers_traceparent_is_continued(spans, hook_settings, claude, receiver):
     caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     async with api_client(hook_settings) as client, running_worker(hook_settings):
