@@ -338,12 +338,15 @@ def test_an_otlp_endpoint_turns_tracing_on_with_the_default_service_name(
     no_otel_variables, monkeypatch
 ):
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
     provider = None
     try:
         assert tracing.configure_tracing("longrun-test") is True
         provider = tracing.provider()
         assert provider is not None and tracing.enabled()
         assert provider.resource.attributes["service.name"] == "longrun-test"
+        assert "TraceIdRatioBased{0.25}" in provider.sampler.get_description()
         (processor,) = provider._active_span_processor._span_processors
         assert isinstance(processor, BatchSpanProcessor)
         exporter = processor._batch_processor._exporter

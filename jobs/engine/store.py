@@ -227,7 +227,7 @@ class JobStore:
             ),
         )
         status, found = text(status), text(found) or job_id
-        tracing.job_enqueued(found, kind, status)
+        tracing.job_enqueued(found, kind, status or "")
         if status == "mismatch":
             raise InvalidInput(
                 "this Idempotency-Key was already used with a different request body",
