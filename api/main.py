@@ -33,7 +33,8 @@ from api.routes import (
     usage,
     webhooks,
 )
-from jobs import metrics
+from api.tracing import request_telemetry
+from jobs import metrics, tracing
 from jobs.clients import create_redis, freeze_startup_heap
 from jobs.documents import Documents
 from jobs.domains import REGISTRY
@@ -71,6 +72,7 @@ class RequestContext:
         )
         request_id = given if REQUEST_ID.match(given) else f"req_{ULID()}"
         scope.setdefault("state", {})["request_id"] = request_id
+        tracing.set_attribute("longrun.request_id", request_id)  # on the request's span
         token = REQUEST_ID_VAR.set(request_id)
         clock = time.perf_counter()
         status = 500
@@ -109,6 +111,7 @@ class RequestContext:
 def create_app(settings: Settings | None = None, registry: Registry = REGISTRY) -> FastAPI:
     """Build the app; settings are read from the environment unless given."""
     settings = settings or load_settings()
+    tracing.configure_tracing("longrun-api")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -146,6 +149,7 @@ def create_app(settings: Settings | None = None, registry: Registry = REGISTRY) 
         version="0.1.0",
         summary="Long-running operations behind an HTTP API",
         lifespan=lifespan,
+        telemetry=request_telemetry(),
     )
     install_problem_handlers(app)
     # Added before the request-id middleware, so it runs inside it: a 413 is counted and logged.

@@ -29,7 +29,7 @@ from anthropic import AsyncAnthropic
 from anthropic.types import Message
 from redis.asyncio import Redis
 
-from jobs import metrics
+from jobs import metrics, tracing
 from jobs.engine import HandBack
 from jobs.engine.keys import domain_key
 from jobs.engine.records import now_ms
@@ -211,8 +211,10 @@ class Claude:
                 metrics.CLAUDE_BUDGET_WAITS.labels("waited").inc()
                 await asyncio.sleep(wait)
         try:
-            raw = await self.client.messages.with_raw_response.create(**request)
-            message = await raw.parse()
+            with tracing.claude_call(request) as call:
+                raw = await self.client.messages.with_raw_response.create(**request)
+                message = await raw.parse()
+                call.answered(message)
         except anthropic.AnthropicError as exc:
             error = translate_claude_error(exc, model)
             metrics.CLAUDE_CALLS.labels(model, error.type).inc()

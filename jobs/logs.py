@@ -3,7 +3,8 @@
 Each line carries the context it was logged in: the request id (set by the
 API for each request, and by the worker from the job's record, so the id of
 the POST that enqueued a job follows it into the worker), and the job id,
-kind, account and attempt while a job runs. Secrets are masked on the way out.
+kind, account and attempt while a job runs; while tracing, the trace and span ids of the
+span it was logged under. Secrets are masked on the way out.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+
+from jobs import tracing
 
 REQUEST_ID_VAR: ContextVar[str | None] = ContextVar("request_id", default=None)
 JOB_CONTEXT_VAR: ContextVar[dict[str, Any] | None] = ContextVar("job_context", default=None)
@@ -54,6 +57,7 @@ class JsonFormatter(logging.Formatter):
         if request_id:
             entry["request_id"] = request_id
         entry.update(JOB_CONTEXT_VAR.get() or {})
+        entry.update(tracing.log_fields())
         for name, value in vars(record).items():
             if name not in _STANDARD and not name.startswith("_"):
                 entry[name] = value

@@ -10,7 +10,7 @@ import aioboto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from jobs import metrics
+from jobs import metrics, tracing
 from jobs.errors import NotFound, ServiceError, TransientError
 from jobs.settings import Settings
 
@@ -134,4 +134,5 @@ async def open_storage(settings: Settings) -> AsyncIterator[Storage]:
         aws_secret_access_key=secret.get_secret_value() if secret else None,
         config=config,
     ) as client:
+        tracing.instrument_s3(client)
         yield Storage(client, settings.s3_bucket)

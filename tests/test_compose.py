@@ -151,3 +151,66 @@ def test_api_and_worker_share_one_environment():
     env = services["api"]["environment"]
     assert env["REDIS_URL"] == "redis://redis:6379/0"
     assert env["S3_ENDPOINT_URL"] == "http://minio:9000"
+
+
+def _interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's `${VAR}`, `${VAR:-default}` and `${VAR:+replacement}`, nested (what this
+    file uses), against `env`."""
+    out, i = "", 0
+    while (start := value.find("${", i)) != -1:
+        depth, end = 0, start
+        for end in range(start + 1, len(value)):
+            depth += value[end] == "{"
+            depth -= value[end] == "}"
+            if depth == 0:
+                break
+        inner = value[start + 2 : end]
+        name, op, rest = re.match(r"([A-Za-z_]\w*)(:-|:\+)?(.*)", inner, re.S).groups()
+        given = env.get(name, "")
+        if op == ":-":
+            given = given or _interpolate(rest, env)
+        elif op == ":+":
+            given = _interpolate(rest, env) if given else ""
+        out += value[i:start] + given
+        i = end + 1
+    return out + value[i:]
+
+
+def _collector_config() -> dict:
+    from ruamel.yaml import YAML
+
+    return YAML(typ="safe", pure=True).load((ROOT / "deploy/otel/collector.yaml").read_text())
+
+
+def test_the_collector_runs_only_with_the_otel_profile():
+    services = _services()
+    assert services["otel-collector"]["profiles"] == ["otel"]
+    assert [name for name, s in services.items() if s.get("profiles")] == ["otel-collector"]
+    mounted = services["otel-collector"]["volumes"]
+    assert "./deploy/otel/collector.yaml:/etc/otelcol/config.yaml:ro" in mounted
+
+
+def test_the_collector_takes_otlp_over_http_and_prints_every_span():
+    config = _collector_config()
+    assert config["receivers"]["otlp"]["protocols"]["http"]["endpoint"] == "0.0.0.0:4318"
+    traces = config["service"]["pipelines"]["traces"]
+    assert traces["receivers"] == ["otlp"] and traces["exporters"] == ["debug"]
+    assert config["exporters"]["debug"]["verbosity"] == "detailed"
+
+
+@pytest.mark.parametrize(
+    ("shell", "endpoint"),
+    [
+        ({}, ""),
+        ({"COMPOSE_PROFILES": "otel"}, "http://otel-collector:4318"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://elsewhere:4318"}, "http://elsewhere:4318"),
+        (
+            {"COMPOSE_PROFILES": "otel", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://mine:4318"},
+            "http://mine:4318",
+        ),
+    ],
+)
+def test_api_and_worker_export_spans_only_with_the_otel_profile_or_an_endpoint(shell, endpoint):
+    # An empty endpoint leaves tracing off (jobs.tracing treats it as unset).
+    value = _services()["worker"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
+    assert _interpolate(value, shell) == endpoint

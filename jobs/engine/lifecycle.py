@@ -39,6 +39,7 @@ from jobs.engine.wakeup import keep_listening
 from jobs.logs import configure_logging
 from jobs.settings import Settings
 from jobs.storage import Storage, open_storage
+from jobs.tracing import configure_tracing
 
 log = logging.getLogger("jobs.engine.worker")
 
@@ -124,6 +125,7 @@ def make_startup(settings: Settings, registry: Registry) -> Hook:
         configure_logging(settings.log_level)
         stack = AsyncExitStack()
         try:
+            configure_tracing("longrun-worker")
             storage = await stack.enter_async_context(open_storage(settings))
             http = httpx.AsyncClient(
                 timeout=settings.webhook_timeout_seconds,

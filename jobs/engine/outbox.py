@@ -17,6 +17,7 @@ import logging
 
 from redis.asyncio import Redis
 
+from jobs import tracing
 from jobs.engine import keys
 from jobs.engine.context import WorkerDeps
 from jobs.engine.records import JobState
@@ -30,10 +31,12 @@ async def publish_one(deps: WorkerDeps, job_id: str) -> None:
     if record is None:
         return
     kind = deps.store.policy(record.kind)
-    for listener in deps.registry.listeners:
-        await listener(deps, record, kind)
-    if record.state == JobState.FAILED and kind.dead_letters and deps.alerter is not None:
-        await deps.alerter.dead_letter(record)
+    # Under the job's trace: what the listeners enqueue (webhook deliveries) carries it on.
+    with tracing.job_span(record, "publish", tracing.PRODUCER):
+        for listener in deps.registry.listeners:
+            await listener(deps, record, kind)
+        if record.state == JobState.FAILED and kind.dead_letters and deps.alerter is not None:
+            await deps.alerter.dead_letter(record)
 
 
 async def keep_publishing(deps: WorkerDeps) -> None:

@@ -91,6 +91,9 @@ class JobRecord:
     error: dict[str, Any] | None = None
     traceback: str | None = None
     request_id: str | None = None
+    # The W3C trace context of the span that enqueued the job (only while tracing).
+    traceparent: str | None = None
+    tracestate: str | None = None
     replay_of: str | None = None
     replayed_as: str | None = None
     worker: str | None = None
@@ -125,6 +128,8 @@ class JobRecord:
             error=_json_or_none(h.get("error")),
             traceback=h.get("traceback") or None,
             request_id=h.get("request_id") or None,
+            traceparent=h.get("traceparent") or None,
+            tracestate=h.get("tracestate") or None,
             replay_of=h.get("replay_of") or None,
             replayed_as=h.get("replayed_as") or None,
             worker=h.get("worker") or None,

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any
 
-from jobs import metrics
+from jobs import metrics, tracing
 from jobs.engine.context import HandBack, JobRun, WorkerDeps
 from jobs.engine.records import Busy, JobRecord, JobState, now_ms
 from jobs.engine.registry import JobKind
@@ -29,6 +29,8 @@ log = logging.getLogger("jobs.engine.runner")
 def _attempt_entry(
     record: JobRecord, started: int, outcome: str, notes: dict[str, Any], **extra: Any
 ) -> dict[str, Any]:
+    # Every recorded attempt passes here once: its span gets the outcome too.
+    tracing.set_attribute("longrun.job.outcome", outcome)
     finished = now_ms()
     return {
         "attempt": record.attempt,
@@ -89,7 +91,8 @@ async def run_attempt(ctx: dict[str, Any], kind: JobKind, job_id: str) -> None:
     deps.running[job_id] = task
     clock = time.monotonic()
     try:
-        await _supervise(deps, kind, started, owner)
+        with tracing.job_span(started, f"attempt {started.attempt}", tracing.CONSUMER):
+            await _supervise(deps, kind, started, owner)
     finally:
         metrics.JOB_RUN_SECONDS.labels(kind.name).observe(time.monotonic() - clock)
         deps.running.pop(job_id, None)
@@ -219,6 +222,7 @@ async def _record_failure(
 ) -> None:
     record = run.record
     decision = decide(exc, record.attempt, record.max_attempts, deps.settings, deps.rng, kind)
+    tracing.current().fail(decision.error["type"], decision.error["message"], exc)
     if decision.error["type"] == INFRASTRUCTURE_ERROR:
         # Redis went away under the handler: not the job's failure, so no attempt is spent.
         back = HandBack(decision.error["message"], defer_s=deps.settings.worker_lease_seconds)

@@ -14,7 +14,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from jobs import metrics
+from jobs import metrics, tracing
 from jobs.engine import arq_adapter as arq
 from jobs.engine import keys
 from jobs.engine.records import (
@@ -175,6 +175,8 @@ class JobStore:
             fields["request_id"] = request_id
         if replay_of:
             fields["replay_of"] = replay_of
+        # The enqueuing span's context (while tracing): each attempt's span is its child.
+        fields.update(tracing.trace_fields())
         if listing is None and policy.listed:
             listing = keys.account_jobs(account)
         max_queued = self.settings.limits_for(account).max_queued if enforce_limits else None
@@ -225,6 +227,7 @@ class JobStore:
             ),
         )
         status, found = text(status), text(found) or job_id
+        tracing.job_enqueued(found, kind, status or "")
         if status == "mismatch":
             raise InvalidInput(
                 "this Idempotency-Key was already used with a different request body",
@@ -259,6 +262,8 @@ class JobStore:
             next_attempt_at=due if due > created else None,
             args=json.loads(args_json),
             request_id=request_id or None,
+            traceparent=fields.get("traceparent"),
+            tracestate=fields.get("tracestate"),
             replay_of=replay_of or None,
         )
         return Enqueued(job_id=job_id, replayed=False, record=record)

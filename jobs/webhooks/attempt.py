@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 from standardwebhooks import Webhook
 
+from jobs import tracing
 from jobs.webhooks.ssrf import UnsafeURL, resolve_target
 
 # What an attempt keeps of a receiver's answer: its body's first bytes, and at most this
@@ -83,6 +84,7 @@ async def attempt_delivery(
             "webhook-timestamp": str(int(moment.timestamp())),
             "webhook-signature": signature,
         }
+        tracing.inject_headers(headers)  # `traceparent` of this attempt's span, while tracing
         extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
         request = client.build_request(
             "POST",

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from jobs import metrics
+from jobs import metrics, tracing
 from jobs.engine import JobRun
 from jobs.engine.presenter import JobPresenter
 from jobs.engine.records import JobRecord, JobState, Page, now_ms, rfc3339
@@ -28,7 +28,7 @@ from jobs.engine.store import JobStore
 from jobs.errors import Conflict, InvalidInput, TransientError
 from jobs.logs import JOB_CONTEXT_VAR
 from jobs.settings import Settings
-from jobs.webhooks.attempt import attempt_delivery
+from jobs.webhooks.attempt import AttemptOutcome, attempt_delivery
 from jobs.webhooks.endpoints import Endpoint, EndpointStore, endpoint_deliveries_key
 
 log = logging.getLogger("jobs.webhooks")
@@ -237,6 +237,16 @@ async def event_body(stored: str, presenter: JobPresenter) -> str:
     return json.dumps(event, separators=(",", ":"))
 
 
+def _error_type(outcome: AttemptOutcome) -> str:
+    """`error.type` of a failed attempt: the receiver's status, or why there was none."""
+    if outcome.status_code is not None:
+        return str(outcome.status_code)
+    error = outcome.error or ""
+    if error.startswith("refused"):
+        return "refused"
+    return "timeout" if error.startswith("no answer") else error.split(":", 1)[0]
+
+
 async def deliver(run: JobRun, args: dict[str, Any]) -> dict[str, Any]:
     """One delivery attempt: POST the event, signed, to the endpoint.
 
@@ -260,15 +270,26 @@ async def deliver(run: JobRun, args: dict[str, Any]) -> dict[str, Any]:
         }
     )
     body = await event_body(args["body"], deps.presenter)
-    outcome = await attempt_delivery(
-        deps.http,
+    with tracing.webhook_attempt(
         endpoint.url,
-        endpoints.signing_secrets(endpoint),
-        args["webhook_id"],
-        body,
-        timeout_s=settings.webhook_timeout_seconds,
-        allow_private=settings.webhook_allow_private_networks,
-    )
+        {
+            "longrun.webhook.endpoint_id": endpoint.id,
+            "longrun.webhook.event_type": args["event_type"],
+            "longrun.webhook.id": args["webhook_id"],
+        },
+    ) as traced:
+        outcome = await attempt_delivery(
+            deps.http,
+            endpoint.url,
+            endpoints.signing_secrets(endpoint),
+            args["webhook_id"],
+            body,
+            timeout_s=settings.webhook_timeout_seconds,
+            allow_private=settings.webhook_allow_private_networks,
+        )
+        traced.set({"http.response.status_code": outcome.status_code})
+        if not outcome.success:
+            traced.fail(_error_type(outcome), outcome.error)
     run.note(**outcome.notes())
     log.info(
         "webhook attempt %d: %s",
