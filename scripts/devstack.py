@@ -1,5 +1,7 @@
 """Run the whole stack locally on embedded defaults, then a short demo through the public API.
 
+ENVIRONMENT=development (plain: keys), with a SECRETS_KEY made once in .devstack/.
+
 Redis: the one at REDIS_URL; when none answers and it is local, a redis-server of our own
 (with AOF, data under .devstack/). S3: S3_ENDPOINT_URL, or moto's S3 server when unset
 (development only). Then the API under uvicorn and the worker under the arq CLI.
@@ -9,9 +11,11 @@ Logs go to .devstack/*.log. Ctrl-C stops everything; --demo-only stops after the
 from __future__ import annotations
 
 import argparse
+import base64
 import io
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -184,6 +188,16 @@ def demo(base: str) -> bool:
     return True
 
 
+def dev_secrets_key() -> str:
+    """The dev stack's SECRETS_KEY: made once, kept in .devstack/ so that webhook secrets
+    stay readable from one run to the next."""
+    path = STATE / "secrets-key"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(base64.b64encode(secrets.token_bytes(32)).decode())
+    return path.read_text().strip()
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -197,6 +211,9 @@ def main() -> int:
     # SIGTERM stops the stack as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
     env = dict(os.environ)
+    # Development, said so: the plain: keys below are accepted only there.
+    env.setdefault("ENVIRONMENT", "development")
+    env.setdefault("SECRETS_KEY", dev_secrets_key())
     env.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
     env.setdefault("API_KEYS", json.dumps({"demo": [f"plain:{DEV_ACCOUNT_KEY}"]}))
     env.setdefault("ADMIN_API_KEYS", json.dumps([f"plain:{DEV_ADMIN_KEY}"]))

@@ -37,6 +37,8 @@ from tests.support.services import (
 )
 
 ACME_KEY, GLOBEX_KEY, ADMIN_KEY = "acme-key", "globex-key", "admin-key"
+# The tests' own SECRETS_KEY (32 bytes, base64): not the built-in development key.
+TEST_SECRETS_KEY = "dGVzdHMtb25seS1zZWNyZXRzLWtleS0zMi1ieXRlcyE="
 ACME = {"Authorization": f"Bearer {ACME_KEY}"}
 GLOBEX = {"Authorization": f"Bearer {GLOBEX_KEY}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -88,8 +90,11 @@ def s3_server(request: pytest.FixtureRequest) -> S3Service:
 
 
 def make_settings(redis_url: str, s3_url: str, **overrides: Any) -> Settings:
-    """Settings for tests: fast retries and loops, keys for two accounts and an operator."""
+    """Settings for tests: fast retries and loops, keys for two accounts and an operator
+    (plain keys: development), a SECRETS_KEY of the tests' own."""
     values: dict[str, Any] = {
+        "environment": "development",
+        "secrets_key": TEST_SECRETS_KEY,
         "redis_url": redis_url,
         "s3_endpoint_url": s3_url,
         "s3_bucket": "longrun-test",

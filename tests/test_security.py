@@ -17,14 +17,17 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from api.deps import get_account, require_admin
 from api.sessions import COOKIE, new_session
+from jobs.crypto import SECRETS_AT_REST, SESSIONS, SecretBox, SecretUnreadable, derive_key
 from jobs.engine.arq_adapter import json_dumps, json_loads
 from jobs.engine.lifecycle import worker_settings
 from jobs.engine.records import new_job_id, now_ms
 from jobs.engine.store import JobStore
 from jobs.storage import open_storage
+from jobs.webhooks import EndpointStore
 from jobs.webhooks.attempt import attempt_delivery
 from tests.conftest import (
     ACME,
@@ -35,6 +38,7 @@ from tests.conftest import (
     GLOBEX_KEY,
     api_client,
     eventually,
+    make_settings,
     running_worker,
 )
 from tests.support.kinds import TEST_REGISTRY
@@ -43,6 +47,7 @@ from tests.support.routes import operations
 from tests.support.state import s3_objects, stored_values
 
 PROBLEM = "application/problem+json"
+PUBLIC_HOOK = "https://93.184.216.34/hooks"  # a literal public address: no DNS, never called
 # Routes anyone may call: liveness and readiness probes, Prometheus, the API's own
 # description, and the dashboard's login form.
 PUBLIC = {
@@ -337,6 +342,46 @@ async def test_webhook_secrets_are_encrypted_api_keys_never_stored_and_secrets_n
 
 async def _received(receiver) -> bool:
     return bool(receiver.received)
+
+
+def keyed(settings, key: bytes, previous: tuple[bytes, ...] = ()):
+    """These settings under another SECRETS_KEY, with former ones."""
+    return make_settings(
+        settings.redis_url,
+        settings.s3_endpoint_url,
+        secrets_key=base64.b64encode(key).decode(),
+        secrets_key_previous=[base64.b64encode(k).decode() for k in previous],
+    )
+
+
+def test_each_purpose_has_its_own_key_derived_from_secrets_key(settings):
+    master = settings.master_keys[0]
+    sessions, at_rest = derive_key(master, SESSIONS), derive_key(master, SECRETS_AT_REST)
+    assert len({master, sessions, at_rest}) == 3 and len(sessions) == len(at_rest) == 32
+    assert derive_key(master, SESSIONS) == sessions  # stable across processes and restarts
+
+
+async def test_rotating_secrets_key_keeps_every_webhook_secret_readable(settings, redis):
+    old_key, new_key = settings.master_keys[0], os.urandom(32)
+    endpoints = EndpointStore(redis, settings)
+    endpoint, secret = await endpoints.create(
+        "acme", "https://93.184.216.34/hooks", ["export.failed"]
+    )
+    # A value sealed before keys were derived (AES-GCM under SECRETS_KEY itself).
+    nonce = os.urandom(12)
+    legacy = base64.b64encode(nonce + AESGCM(old_key).encrypt(nonce, b"whsec_old", b"we_x"))
+    rotated = keyed(settings, new_key, previous=(old_key,))
+    box = SecretBox(rotated)
+    assert EndpointStore(redis, rotated).signing_secrets(endpoint) == [secret]
+    assert box.open(legacy.decode(), "we_x") == "whsec_old"
+    assert SecretBox(settings).open(legacy.decode(), "we_x") == "whsec_old"
+    resealed = box.seal(secret, endpoint.id)  # sealing uses the new key
+    assert box.open(resealed, endpoint.id) == secret
+    with pytest.raises(SecretUnreadable):
+        SecretBox(settings).open(resealed, endpoint.id)
+    # Without the old key among the previous ones, nothing sealed under it opens.
+    with pytest.raises(SecretUnreadable, match="SECRETS_KEY_PREVIOUS"):
+        EndpointStore(redis, keyed(settings, new_key)).signing_secrets(endpoint)
 
 
 # Presigned URLs
