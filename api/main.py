@@ -32,6 +32,7 @@ from api.routes import (
     usage,
     webhooks,
 )
+from api.sessions import end_orphaned_sessions
 from jobs import metrics
 from jobs.clients import create_redis, freeze_startup_heap
 from jobs.documents import Documents
@@ -126,6 +127,7 @@ def create_app(settings: Settings | None = None, registry: Registry = REGISTRY) 
                 setattr(app.state, name, getattr(services, name))
             await events.start()
             stack.push_async_callback(events.close)
+            await end_orphaned_sessions(redis, settings)
             freeze_startup_heap()
             yield
 

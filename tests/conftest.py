@@ -8,6 +8,7 @@ abort, presigned downloads and their headers, listing by prefix)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -19,6 +20,7 @@ import pytest
 from redis.asyncio import Redis
 
 from api.main import create_app
+from api.sessions import Sessions
 from jobs.engine.arq_adapter import LongrunWorker, build_worker
 from jobs.engine.lifecycle import worker_settings
 from jobs.engine.registry import Registry
@@ -133,6 +135,16 @@ async def settings(
     async with open_storage(settings) as storage:
         await storage.ensure_bucket()
     return settings
+
+
+async def operator_session(settings: Settings, key: str = ADMIN_KEY) -> str:
+    """A dashboard session opened with an operator key, as logging in opens one: the
+    session cookie's value."""
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        return await Sessions(redis, settings).open(hashlib.sha256(key.encode()).hexdigest())
+    finally:
+        await redis.aclose()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from api.deps import get_account, require_admin
-from api.sessions import COOKIE, new_session
+from api.sessions import COOKIE, Sessions, same_secret
 from jobs.crypto import SECRETS_AT_REST, SESSIONS, SecretBox, SecretUnreadable, derive_key
 from jobs.engine.arq_adapter import json_dumps, json_loads
 from jobs.engine.lifecycle import worker_settings
@@ -39,6 +39,7 @@ from tests.conftest import (
     api_client,
     eventually,
     make_settings,
+    operator_session,
     running_worker,
 )
 from tests.support.kinds import TEST_REGISTRY
@@ -151,6 +152,23 @@ async def test_every_account_route_refuses_an_operator_key(client):
     for op in account_ops:
         answer = await client.request(op.method, concrete(op.path), headers=ADMIN)
         assert is_problem(answer, 403), (op, answer.status_code, answer.text)
+
+
+# Constant time, on bytes
+
+
+def test_secrets_are_compared_as_bytes_so_any_string_is_just_wrong():
+    token = "abc"
+    for given in ("é" * 3, "\udcff", "abc\n", "", None):
+        assert not same_secret(token, given)
+    assert same_secret(token, "abc")
+
+
+async def test_a_session_id_with_a_trailing_newline_names_no_session(settings, redis):
+    sessions = Sessions(redis, settings)
+    session = await operator_session(settings)
+    assert await sessions.valid(session)
+    assert not await sessions.valid(session + "\n")
 
 
 # No pickle, anywhere
@@ -314,7 +332,7 @@ async def test_webhook_secrets_are_encrypted_api_keys_never_stored_and_secrets_n
         assert all(receiver.verified_by(receiver.received[0]).values())  # both still sign
 
         endpoint = f"/v1/webhook-endpoints/{created['id']}"
-        session = {"Cookie": f"{COOKIE}={new_session(settings)}"}
+        session = {"Cookie": f"{COOKIE}={await operator_session(settings)}"}
         shown = [
             await client.get(endpoint, headers=ACME),
             await client.get("/v1/webhook-endpoints", headers=ACME),
@@ -338,6 +356,16 @@ async def test_webhook_secrets_are_encrypted_api_keys_never_stored_and_secrets_n
     for where, value in [*stored, *objects.items(), *((a.url, a.content) for a in shown)]:
         for needle in forbidden:
             assert needle not in value, f"{needle!r} found in {where!r}"
+
+
+async def test_answers_that_carry_a_webhook_secret_are_never_cached(client):
+    hook = {"url": PUBLIC_HOOK, "events": ["export.completed"]}
+    created = await client.post("/v1/webhook-endpoints", headers=ACME, json=hook)
+    endpoint = f"/v1/webhook-endpoints/{created.json()['id']}"
+    rotated = await client.post(f"{endpoint}/rotate-secret", headers=ACME)
+    for answer in (created, rotated):
+        assert answer.json()["secret"].startswith("whsec_")
+        assert answer.headers["cache-control"] == "no-store"
 
 
 async def _received(receiver) -> bool:
