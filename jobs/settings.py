@@ -123,6 +123,10 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(9100, ge=0, le=65535)
     worker_metrics_host: str = "127.0.0.1"
 
+    # Wrong bearer keys and dashboard logins per client address and minute, across API
+    # processes; beyond it, 429.
+    auth_failures_per_minute: int = Field(10, ge=1, le=100_000)
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _parse_api_keys(cls, value: object) -> object:

@@ -6,7 +6,8 @@ Redis keyspace (every key, its type, a digest of its value, and an expiry that m
 only run down) and the S3 bucket (objects and open uploads) are the same before and
 after. No key is left out of the comparison: the API keeps its metrics in process
 memory and no request log in Redis, so a refused request has no business writing
-anything there, with one exception that its row declares: a session whose operator key
+anything there, with two exceptions that each row declares: a wrong key (bearer or
+login) adds to its address's failure count (`counted`), and a session whose operator key
 was removed is ended when presented (`ends`). No worker runs, so nothing else writes.
 
 Requests go in-process over ASGI, byte for byte (`tests/support/asgi.py`), so raw
@@ -29,6 +30,7 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from api.failures import failure_key
 from api.main import create_app
 from api.sessions import COOKIE, SESSION_INDEX, SESSION_SECONDS, Sessions
 from jobs.engine.runner import fail_job
@@ -56,6 +58,7 @@ PROBLEM = "application/problem+json"
 MAX_DOC = Settings.model_fields["max_document_bytes"].default
 MB8 = 8 * 1024 * 1024
 PUBLIC_HOOK = "https://93.184.216.34/hooks"  # a literal public address: no DNS, never called
+CLIENT_ADDRESS = "127.0.0.1"  # every request's, as tests/support/asgi.py sends it
 KEYS = {"acme": ACME_KEY, "globex": GLOBEX_KEY, "admin": ADMIN_KEY}
 NO_JSON = object()
 
@@ -87,6 +90,7 @@ class Case:
     chunked: bool = False
     code: str | None = None
     html: bool = False
+    counted: bool = False
     ends: str | None = None
 
 
@@ -251,7 +255,7 @@ def job_cases() -> list[Case]:
         listing("cursor-not-a-score", path="/v1/jobs?cursor=" + cursor(b"abc:x")),
         listing("cursor-not-utf8", path="/v1/jobs?cursor=" + cursor(b"\xff\xfe")),
         cancel("no-key", 401),
-        cancel("wrong-key", 401, headers=(("authorization", "Bearer nope"),)),
+        cancel("wrong-key", 401, headers=(("authorization", "Bearer nope"),), counted=True),
         # The canary account `_operator` is no tenant: its jobs are an operator's alone.
         Case("canary-job-get-account-key", "GET", "/v1/jobs/{canary}", 404),
     ]
@@ -320,8 +324,9 @@ def export_cases() -> list[Case]:
         e("no-key", 401, key=None, json=ok),
         e("no-key-invalid-json", 401, key=None, body=b"{bad", code="unauthorized", **as_json),
         e("wrong-key-invalid-json", 401, key=None, body=b"[", code="unauthorized",
-          headers=(("authorization", "Bearer nope"),), **as_json),
-        e("wrong-key", 401, key=None, json=ok, headers=(("authorization", "Bearer nope"),)),
+          headers=(("authorization", "Bearer nope"),), counted=True, **as_json),
+        e("wrong-key", 401, key=None, json=ok, headers=(("authorization", "Bearer nope"),),
+          counted=True),
         e("operator-key", 403, key="admin", json=ok),
     ]
 
@@ -415,7 +420,7 @@ def operator_cases() -> list[Case]:
         Case("usage-wrong-scheme", "GET", "/v1/usage", 401, key=None,
              headers=(("authorization", f"Basic {ACME_KEY}"),)),
         Case("usage-key-invalid-bytes", "GET", "/v1/usage", 401, key=None,
-             headers=(("authorization", "Bearer \xff\xfe\x00"),)),
+             headers=(("authorization", "Bearer \xff\xfe\x00"),), counted=True),
     ]
 
 
@@ -463,8 +468,8 @@ def dashboard_cases() -> list[Case]:
         d("replay-missing-csrf", "POST", f"{dead}/replay", "session", 403, **bad_csrf),
         d("retry-wrong-csrf", "POST", "/dashboard/deliveries/{dl}/retry", "session", 403,
           form={"csrf": "{foreign_csrf}"}, **bad_csrf),
-        login("account-key", 401, form={"key": ACME_KEY}, html=True),
-        login("non-ascii-key", 401, form={"key": "clé-ünïcödé"}, html=True),
+        login("account-key", 401, form={"key": ACME_KEY}, html=True, counted=True),
+        login("non-ascii-key", 401, form={"key": "clé-ünïcödé"}, html=True, counted=True),
         login("key-too-long", form={"key": "k" * 513}),
     ]
 
@@ -609,11 +614,15 @@ def check_refusal(case: Case, answer: RawAnswer) -> None:
 
 @pytest.mark.parametrize("case", CORPUS, ids=[c.name for c in CORPUS])
 async def test_hostile_request_is_refused_and_changes_nothing(world, case):
+    failures = failure_key(CLIENT_ADDRESS)
     redis_before, s3_before = await redis_snapshot(world.redis), await s3_snapshot(world.storage)
-    answer = await send(world, case)
-    changes = redis_changes(redis_before, await redis_snapshot(world.redis))
+    try:
+        answer = await send(world, case)
+        changes = redis_changes(redis_before, await redis_snapshot(world.redis))
+    finally:
+        await world.redis.delete(failures)  # each row starts with a clean count
     check_refusal(case, answer)
-    allowed = []
+    allowed = [f"added {failures.encode()!r} (string)"] if case.counted else []
     if case.ends:
         ended = Sessions(world.redis, world.settings).storage_key(world.ids[case.ends])
         allowed += [f"removed {ended.encode()!r}", f"changed {SESSION_INDEX.encode()!r}"]

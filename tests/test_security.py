@@ -12,6 +12,7 @@ import os
 import pickle
 import pickletools
 import socket
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, quote, urlsplit
 
@@ -20,6 +21,8 @@ import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from api.deps import get_account, require_admin
+from api.failures import failure_key
+from api.main import create_app
 from api.sessions import COOKIE, Sessions, same_secret
 from jobs.crypto import SECRETS_AT_REST, SESSIONS, SecretBox, SecretUnreadable, derive_key
 from jobs.engine.arq_adapter import json_dumps, json_loads
@@ -84,7 +87,13 @@ def is_problem(answer: httpx.Response, status: int) -> bool:
 # Keys on every route
 
 
-async def test_every_route_but_probes_metrics_and_docs_refuses_a_missing_or_wrong_key(client):
+async def test_every_route_but_probes_metrics_and_docs_refuses_a_missing_or_wrong_key(settings):
+    # So many wrong keys from one address would soon be answered 429 (tested on its own).
+    async with api_client(settings.model_copy(update={"auth_failures_per_minute": 10_000})) as c:
+        assert await _refused_everywhere(c) >= 30
+
+
+async def _refused_everywhere(client) -> int:
     checked = 0
     for op in operations(client.app):
         if (op.method, op.path) in PUBLIC:
@@ -103,7 +112,7 @@ async def test_every_route_but_probes_metrics_and_docs_refuses_a_missing_or_wron
             else:
                 raise AssertionError(f"{op} is neither /v1, /dashboard nor public: decide")
         checked += 1
-    assert checked >= 30
+    return checked
 
 
 async def test_a_body_that_cannot_be_parsed_is_still_a_401_without_a_key(client):
@@ -152,6 +161,64 @@ async def test_every_account_route_refuses_an_operator_key(client):
     for op in account_ops:
         answer = await client.request(op.method, concrete(op.path), headers=ADMIN)
         assert is_problem(answer, 403), (op, answer.status_code, answer.text)
+
+
+# Wrong keys are limited per address, across API processes
+
+
+@asynccontextmanager
+async def processes(settings, count: int):
+    """`count` apps over one Redis, as separate API processes would be."""
+    async with AsyncExitStack() as stack:
+        apps = []
+        for _ in range(count):
+            app = create_app(settings, TEST_REGISTRY)
+            await stack.enter_async_context(app.router.lifespan_context(app))
+            apps.append(app)
+        yield apps
+
+
+def from_address(app, address: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(address, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://test")
+
+
+async def test_wrong_keys_past_the_limit_get_a_429_while_good_keys_go_through(settings):
+    limited = settings.model_copy(update={"auth_failures_per_minute": 4})
+    attacker, neighbour = "198.51.100.7", "198.51.100.8"
+    async with processes(limited, 2) as apps:
+        first, second = from_address(apps[0], attacker), from_address(apps[1], attacker)
+        wrong = {"Authorization": "Bearer not-a-key"}
+        # Failures count alike whichever process and whichever door (API or dashboard).
+        tries = [
+            await first.get("/v1/jobs", headers=wrong),
+            await second.post("/dashboard/login", data={"key": "not-a-key"}),
+            await second.get("/v1/usage", headers=wrong),
+            await first.post("/dashboard/login", data={"key": "guess"}),
+        ]
+        assert [t.status_code for t in tries] == [401, 401, 401, 401]
+        for refused in (
+            await second.get("/v1/jobs", headers=wrong),
+            await first.post("/dashboard/login", data={"key": "another-guess"}),
+        ):
+            assert is_problem(refused, 429), refused.text
+            assert refused.json()["code"] == "too_many_failures"
+            assert 1 <= int(refused.headers["retry-after"]) <= 60
+        # A good key from that same address is neither counted nor held back.
+        assert (await first.get("/v1/jobs", headers=ACME)).status_code == 200
+        login = await second.post("/dashboard/login", data={"key": ADMIN_KEY})
+        assert login.status_code == 303
+        # Missing keys are no guesses; another address has its own count.
+        assert (await first.get("/v1/jobs")).status_code == 401
+        async with from_address(apps[0], neighbour) as other:
+            assert (await other.get("/v1/jobs", headers=wrong)).status_code == 401
+
+
+def test_failures_are_counted_per_address_and_per_ipv6_slash_64():
+    assert failure_key("198.51.100.7") != failure_key("198.51.100.8")
+    assert failure_key("2001:db8:1:2::1") == failure_key("2001:db8:1:2:ffff::9")
+    assert failure_key("2001:db8:1:2::1") != failure_key("2001:db8:1:3::1")
+    assert failure_key("::ffff:198.51.100.7") == failure_key("198.51.100.7")
 
 
 # Constant time, on bytes

@@ -18,6 +18,8 @@ from fastapi.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import JOB_ID_PATTERN, RedisDep, SettingsDep, StoreDep
+from api.failures import count_failure
+from api.problems import too_many_failures
 from api.sessions import COOKIE, SESSION_SECONDS, Sessions, operator_key_digest
 from jobs.engine.health import queue_health
 from jobs.engine.presenter import attempt_resource
@@ -136,9 +138,12 @@ async def login_form(request: Request) -> HTMLResponse:
 async def login(
     request: Request, settings: SettingsDep, key: Annotated[str, Form(max_length=512)] = ""
 ) -> Response:
-    """Open a session for an operator key."""
+    """Open a session for an operator key. A wrong key counts against the client's address
+    (`api/failures.py`): past the limit, a 429 problem with `Retry-After`."""
     digest = operator_key_digest(settings, key)
     if digest is None:
+        if (wait := await count_failure(request)) is not None:
+            return too_many_failures(request, wait)
         return _render(
             request, "login.html", {"error": "That is not an operator key."}, status_code=401
         )
