@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import hashlib
 import hmac
+import ipaddress
 import os
 import pickle
 import pickletools
 import socket
+import ssl
+import threading
+import time
+import tracemalloc
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -31,7 +37,9 @@ from jobs.engine.records import new_job_id, now_ms
 from jobs.engine.store import JobStore
 from jobs.storage import open_storage
 from jobs.webhooks import EndpointStore
-from jobs.webhooks.attempt import attempt_delivery
+from jobs.webhooks.attempt import ERROR_CHARS, EXCERPT_BYTES, AttemptOutcome, attempt_delivery
+from jobs.webhooks.ssrf import RESOLVER_THREADS, UnsafeURL, blocked_reason, resolve_target
+from jobs.webhooks.transport import WebhookClient
 from tests.conftest import (
     ACME,
     ACME_KEY,
@@ -49,6 +57,7 @@ from tests.support.kinds import TEST_REGISTRY
 from tests.support.receiver import Receiver
 from tests.support.routes import operations
 from tests.support.state import s3_objects, stored_values
+from tests.support.tls import TestAuthority
 
 PROBLEM = "application/problem+json"
 PUBLIC_HOOK = "https://93.184.216.34/hooks"  # a literal public address: no DNS, never called
@@ -540,15 +549,21 @@ REBIND_HOST = "hooks.rebind.test"
 
 class FakeDNS:
     """Stands in for DNS, which lies outside the service: `answers[name]` is a script of
-    addresses, one per lookup, the last repeated; every other name is resolved for real."""
+    addresses, one per lookup, the last repeated; a name in `stalled` gets no answer until
+    its event is set (a DNS server that never answers); every other name is resolved for
+    real."""
 
     def __init__(self, real) -> None:
         self.real = real
         self.answers: dict[str, list[str]] = {}
+        self.stalled: dict[str, threading.Event] = {}
         self.asked: list[str] = []
 
     def __call__(self, host, port, family=0, type=0, proto=0, flags=0):
         name = host.decode() if isinstance(host, bytes) else host
+        if name in self.stalled:
+            self.stalled[name].wait(60)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
         if name not in self.answers:
             return self.real(host, port, family, type, proto, flags)
         self.asked.append(name)
@@ -564,32 +579,52 @@ def dns(monkeypatch):
     return fake
 
 
-class Listener:
-    """A TCP server on one address that counts connections and answers HTTP 200."""
+OK_AND_CLOSE = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
 
-    def __init__(self) -> None:
+
+class Listener:
+    """A TCP server on one address that counts connections and gives every request the
+    same answer (by default a 200 that closes the connection); with TLS, it records the
+    name each client asked for (SNI)."""
+
+    def __init__(self, answer: bytes = OK_AND_CLOSE, tls: ssl.SSLContext | None = None) -> None:
+        self.answer = answer
+        self.tls = tls
         self.connections = 0
         self.requests: list[bytes] = []
+        self.server_names: list[str | None] = []
         self.server: asyncio.Server | None = None
 
-    async def start(self, host: str, port: int) -> Listener:
-        self.server = await asyncio.start_server(self._handle, host, port)
+    async def start(self, host: str, port: int = 0) -> Listener:
+        if self.tls is not None:
+            self.tls.sni_callback = lambda sock, name, ctx: self.server_names.append(name)
+        self.server = await asyncio.start_server(self._handle, host, port, ssl=self.tls)
         return self
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            self.requests.append(head)
-            length = next(
-                (int(line.split(b":")[1]) for line in head.split(b"\r\n")
-                 if line.lower().startswith(b"content-length:")), 0,
-            )  # fmt: skip
-            await reader.readexactly(length)
-            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
-            await writer.drain()
+            while True:  # keep-alive, unless the answer closes
+                head = await reader.readuntil(b"\r\n\r\n")
+                self.requests.append(head)
+                length = next(
+                    (int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                     if line.lower().startswith(b"content-length:")), 0,
+                )  # fmt: skip
+                await reader.readexactly(length)
+                writer.write(self.answer)
+                await writer.drain()
+                if b"connection: close" in self.answer.lower():
+                    break
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass
+        except ssl.SSLError:
+            pass  # a client that refused our certificate
         finally:
             writer.close()
 
@@ -706,15 +741,170 @@ async def test_an_internationalised_host_is_reached_under_its_idna_name(settings
         await listener.stop()
 
 
-async def test_an_attempt_that_cannot_even_be_built_is_an_outcome_never_an_exception():
-    async with httpx.AsyncClient() as http:
-        outcome = await attempt_delivery(
-            http,
-            "http://127.0.0.1:9/hooks",
-            ["whsec_not*base64"],  # a secret that cannot sign
-            "msg_x",
-            "{}",
-            timeout_s=1,
-            allow_private=True,
-        )
-    assert outcome.status_code is None and outcome.error and not outcome.success
+SECRET = "whsec_" + base64.b64encode(b"s" * 32).decode()
+
+
+async def attempt(client: WebhookClient, url: str, **options) -> AttemptOutcome:
+    given = {"timeout_s": 2.0, "allow_private": True, "secrets": [SECRET]} | options
+    return await attempt_delivery(
+        client, url, given["secrets"], "msg_x", "{}",
+        timeout_s=given["timeout_s"], allow_private=given["allow_private"],
+    )  # fmt: skip
+
+
+@pytest.fixture
+async def webhook_client():
+    client = WebhookClient(2.0)
+    yield client
+    await client.aclose()
+
+
+async def test_an_attempt_that_cannot_even_be_built_is_an_outcome_never_an_exception(
+    webhook_client,
+):
+    outcomes = [
+        # A secret that cannot sign.
+        await attempt(webhook_client, "http://127.0.0.1:9/hooks", secrets=["whsec_not*base64"]),
+        # A URL httpx would not even build (registration refuses it; stored before that).
+        await attempt(webhook_client, "http://127.0.0.1:9/a\x01b"),
+    ]
+    for outcome in outcomes:
+        assert outcome.status_code is None and outcome.error and not outcome.success
+
+
+# Blocked address ranges
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "fec0::1", "fec0:1::1", "feff::1",  # site-local, deprecated (RFC 3879)
+        "3fff::1", "2001:db8::1",  # documentation
+        "::127.0.0.1", "::5db8:d822",  # IPv4-compatible, deprecated
+        "::ffff:0:7f00:1",  # IPv4-translated
+        "64:ff9b:1::a00:1",  # local-use NAT64
+        "100::1",  # discard-only
+        "5f00::1",  # SRv6
+        "2001:2::1", "2001:10::1",  # benchmarking, ORCHID
+        "192.88.99.1",  # 6to4 relay anycast, deprecated
+        "192.0.2.1", "198.51.100.1", "203.0.113.1", "240.0.0.1", "255.255.255.255",
+    ],
+)  # fmt: skip
+def test_deprecated_and_special_purpose_addresses_are_refused(address):
+    assert blocked_reason(ipaddress.ip_address(address)), address
+
+
+@pytest.mark.parametrize(
+    "address", ["93.184.216.34", "8.8.8.8", "2606:4700::6810:84e5", "2001:4860:4860::8888"]
+)
+def test_public_addresses_are_not_refused(address):
+    assert blocked_reason(ipaddress.ip_address(address)) is None
+
+
+# DNS under the attempt's deadline, in threads of its own
+
+
+async def test_a_resolver_that_never_answers_costs_an_attempt_its_deadline_and_no_shared_thread(
+    dns, webhook_client
+):
+    never = threading.Event()
+    dns.stalled["stalled.example"] = never
+    try:
+        clock = time.monotonic()
+        async with asyncio.timeout(10):  # without a deadline of their own, they would hang
+            outcomes = await asyncio.gather(
+                *(
+                    attempt(webhook_client, "https://stalled.example/hook", timeout_s=0.5)
+                    for _ in range(3 * RESOLVER_THREADS)
+                )
+            )
+        assert time.monotonic() - clock < 5
+        assert {o.error for o in outcomes} == {"the host did not resolve within 0.5s"}
+        # Meanwhile the event loop's own executor, which resolves Redis's and S3's names,
+        # is not held up by them.
+        async with asyncio.timeout(3):
+            await asyncio.get_running_loop().getaddrinfo("localhost", 80)
+        # Registration waits no longer than WEBHOOK_TIMEOUT_SECONDS either.
+        with pytest.raises(UnsafeURL, match=r"did not resolve within 0\.5s"):
+            await resolve_target("https://stalled.example/", False, timeout_s=0.5)
+    finally:
+        never.set()
+
+
+# One TLS connection per host
+
+
+async def test_a_connection_verified_for_one_host_never_serves_another(dns):
+    # Two names on one address; the server's certificate is good for the first only. The
+    # first attempt leaves a verified keep-alive connection in the pool: the second, for
+    # the other name, must not ride on it.
+    authority = TestAuthority()
+    keep_alive = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+    server = await Listener(keep_alive, tls=authority.server_context(["a.example"])).start(
+        "127.0.0.1"
+    )
+    dns.answers |= {"a.example": ["127.0.0.1"], "b.example": ["127.0.0.1"]}
+    client = WebhookClient(2.0, verify=authority.client_context())
+    port = server.port
+    try:
+        first = await attempt(client, f"https://a.example:{port}/hook")
+        second = await attempt(client, f"https://b.example:{port}/hook")
+        again = await attempt(client, f"https://a.example:{port}/hook")
+    finally:
+        await client.aclose()
+        await server.stop()
+    assert first.status_code == 200, first
+    assert second.status_code is None and "certificate" in (second.error or "").lower(), second
+    assert again.status_code == 200, again
+    assert server.server_names == ["a.example", "b.example"]  # a.example's connection reused
+    assert [r.split(b"\r\n")[1] for r in server.requests] == [
+        f"Host: a.example:{port}".encode()
+    ] * 2
+
+
+async def test_no_connection_is_made_for_a_host_without_a_checked_address(webhook_client):
+    # The client alone (no attempt's check) connects nowhere.
+    answer = webhook_client.http.post("http://127.0.0.1:9/hooks", content=b"{}")
+    with pytest.raises(httpx.ConnectError, match="no checked address"):
+        await answer
+
+
+# What a receiver answers is read raw and capped
+
+
+async def test_a_gzip_bomb_is_kept_raw_and_never_inflated(webhook_client):
+    bomb = gzip.compress(bytes(64 * 1024 * 1024), compresslevel=9)  # 64 MiB of zeros
+    answer = (
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-encoding: gzip\r\n"
+        + f"content-length: {len(bomb)}\r\nconnection: close\r\n\r\n".encode()
+        + bomb
+    )
+    server = await Listener(answer).start("127.0.0.1")
+    tracemalloc.start()
+    try:
+        outcome = await attempt(webhook_client, f"http://127.0.0.1:{server.port}/hook")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        await server.stop()
+    assert outcome.success, outcome
+    assert b"accept-encoding: identity" in server.requests[0].lower()
+    excerpt = outcome.response_excerpt or ""
+    # The stored excerpt is the answer's first raw bytes: gzip's magic, not inflated zeros.
+    assert excerpt == bomb[:EXCERPT_BYTES].decode("utf-8", "replace")
+    assert peak < 8 * 1024 * 1024, f"{peak} bytes at the peak of one attempt"
+
+
+async def test_a_redirects_location_is_capped_in_the_attempt_log(webhook_client):
+    location = "https://elsewhere.example/" + "a" * 10_000
+    answer = (
+        f"HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\n"
+        "connection: close\r\n\r\n"
+    ).encode()
+    server = await Listener(answer).start("127.0.0.1")
+    try:
+        outcome = await attempt(webhook_client, f"http://127.0.0.1:{server.port}/hook")
+    finally:
+        await server.stop()
+    assert outcome.status_code == 302
+    assert outcome.error == f"redirect to {location[:ERROR_CHARS]} (not followed)"
