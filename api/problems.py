@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.deps import KeyRefused, identify
 from api.failures import count_failure
-from jobs.engine.retry import as_service_error
+from jobs.engine.retry import as_service_error, internal_detail
 from jobs.errors import ServiceError, TransientError, Unauthorized
 
 PROBLEM_JSON = "application/problem+json"
@@ -160,7 +160,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         error = as_service_error(exc)
         if isinstance(error, TransientError):
-            log.warning("dependency unavailable: %s", error.message)
+            log.warning("dependency unavailable: %s", internal_detail(exc))
             return service_error_response(request, error)
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return problem(500, "internal_error", "Internal error", instance=request.url.path)

@@ -24,18 +24,21 @@ from urllib.parse import parse_qsl, quote, urlsplit
 
 import httpx
 import pytest
+from botocore.exceptions import ClientError
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from api.deps import get_account, require_admin
 from api.failures import failure_key
 from api.main import create_app
+from api.routes.health import failure_class
 from api.sessions import COOKIE, Sessions, same_secret
 from jobs.crypto import SECRETS_AT_REST, SESSIONS, SecretBox, SecretUnreadable, derive_key
 from jobs.engine.arq_adapter import json_dumps, json_loads
 from jobs.engine.lifecycle import worker_settings
 from jobs.engine.records import new_job_id, now_ms
 from jobs.engine.store import JobStore
-from jobs.storage import open_storage
+from jobs.storage import open_storage, translate_s3_error
 from jobs.webhooks import EndpointStore
 from jobs.webhooks.attempt import ERROR_CHARS, EXCERPT_BYTES, AttemptOutcome, attempt_delivery
 from jobs.webhooks.ssrf import RESOLVER_THREADS, UnsafeURL, blocked_reason, resolve_target
@@ -53,7 +56,7 @@ from tests.conftest import (
     operator_session,
     running_worker,
 )
-from tests.support.kinds import TEST_REGISTRY
+from tests.support.kinds import LEAKED, TEST_REGISTRY
 from tests.support.receiver import Receiver
 from tests.support.routes import operations
 from tests.support.state import s3_objects, stored_values
@@ -908,3 +911,51 @@ async def test_a_redirects_location_is_capped_in_the_attempt_log(webhook_client)
         await server.stop()
     assert outcome.status_code == 302
     assert outcome.error == f"redirect to {location[:ERROR_CHARS]} (not followed)"
+
+
+# What tenants and probes are told
+
+
+async def test_a_jobs_error_says_what_failed_and_nothing_of_the_inside(
+    settings, redis, client, worker
+):
+    store = JobStore(redis, settings, TEST_REGISTRY)
+    bug = (await store.create(kind="test.leaky", account="acme", args={})).job_id
+    network = (await store.create(kind="test.leaky", account="acme", args={"network": 1})).job_id
+
+    async def failed(job_id: str):
+        answer = await client.get(f"/v1/jobs/{job_id}", headers=ACME)
+        return answer if answer.json()["state"] == "failed" else None
+
+    shown = [await eventually(lambda: failed(bug)), await eventually(lambda: failed(network))]
+    errors = [answer.json()["error"] for answer in shown]
+    assert errors[0]["type"] == "internal_error"
+    assert errors[0]["message"].startswith("an unexpected error occurred (reference err_")
+    assert errors[1] == {
+        "type": "connection_error", "message": "a network connection failed", "retryable": True
+    }  # fmt: skip
+    for answer in shown:  # the job, its every attempt, and so its webhook events
+        for leaked in ("10.0.0.7", "5432", "hunter2", "RuntimeError", "ConnectionRefused"):
+            assert leaked not in answer.text
+    # The operator's dead letter keeps the whole story.
+    dead = (await client.get(f"/v1/dead-letters/{bug}", headers=ADMIN)).json()
+    assert f"RuntimeError: could not reach {LEAKED}" in dead["traceback"]
+    assert dead["error"] == errors[0]
+
+
+async def test_readiness_names_what_is_down_and_never_where_it_is(settings, unused_port):
+    down = settings.model_copy(update={"s3_endpoint_url": f"http://127.0.0.1:{unused_port}"})
+    async with api_client(down) as client:
+        answer = await client.get("/health/ready")
+    assert is_problem(answer, 503)
+    assert answer.json()["checks"] == {"redis": "ok", "s3": "unavailable"}
+    assert "127.0.0.1" not in answer.text and str(unused_port) not in answer.text
+
+
+def test_a_failed_check_is_told_as_a_class_of_failure():
+    refused = ClientError({"Error": {"Code": "AccessDenied"}, "ResponseMetadata": {}}, "HeadBucket")
+    assert failure_class(TimeoutError()) == "timeout"
+    assert failure_class(RedisConnectionError("Error 111 connecting to 10.0.0.7:6379")) == (
+        "unavailable"
+    )
+    assert failure_class(translate_s3_error(refused, "bucket secret-bucket")) == "refused"
