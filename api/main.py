@@ -46,7 +46,7 @@ from jobs.settings import Settings, load_settings
 from jobs.storage import open_storage
 from jobs.webhooks import DeliveryLog, EndpointStore
 
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class RequestContext:
@@ -68,7 +68,7 @@ class RequestContext:
         given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode(
             "latin-1"
         )
-        request_id = given if REQUEST_ID.match(given) else f"req_{ULID()}"
+        request_id = given if REQUEST_ID.fullmatch(given) else f"req_{ULID()}"
         scope.setdefault("state", {})["request_id"] = request_id
         token = REQUEST_ID_VAR.set(request_id)
         clock = time.perf_counter()

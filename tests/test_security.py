@@ -56,6 +56,7 @@ from tests.conftest import (
     operator_session,
     running_worker,
 )
+from tests.support.asgi import raw_request
 from tests.support.kinds import LEAKED, TEST_REGISTRY
 from tests.support.receiver import Receiver
 from tests.support.routes import operations
@@ -959,3 +960,13 @@ def test_a_failed_check_is_told_as_a_class_of_failure():
         "unavailable"
     )
     assert failure_class(translate_s3_error(refused, "bucket secret-bucket")) == "refused"
+
+
+async def test_a_request_id_with_a_trailing_newline_is_not_echoed(client):
+    answer = await raw_request(
+        client.app, "GET", "/health/live", [(b"x-request-id", b"abc\n")], b"", False
+    )
+    assert answer.status == 200
+    assert answer.headers["x-request-id"].startswith("req_")
+    kept = await client.get("/health/live", headers={"X-Request-ID": "abc"})
+    assert kept.headers["x-request-id"] == "abc"
