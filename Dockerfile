@@ -3,6 +3,8 @@
 # One image for both processes:
 #   API:    uvicorn api.main:app --host 0.0.0.0 --port 8000   (the default CMD)
 #   worker: arq jobs.worker.WorkerSettings                     (metrics on :9100)
+# Both refuse to start without SECRETS_KEY (openssl rand -base64 32), unless given
+# ENVIRONMENT=development: nothing here sets either, so a deployment must.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

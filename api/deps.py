@@ -85,6 +85,10 @@ StoreDep = Annotated[JobStore, Depends(get_store)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 
 
+class KeyRefused(Unauthorized):
+    """A bearer key was given and matched none: a failure the API counts per address."""
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who is calling: an account's key, or an operator's (admin) key."""
@@ -111,7 +115,7 @@ def identify(authorization: str | None, settings: Settings) -> Caller:
         if hmac.compare_digest(known, digest):
             admin = True
     if account is None and not admin:
-        raise Unauthorized("the API key is not valid")
+        raise KeyRefused("the API key is not valid")
     return Caller(account=account, admin=admin)
 
 

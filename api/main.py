@@ -33,6 +33,7 @@ from api.routes import (
     usage,
     webhooks,
 )
+from api.sessions import end_orphaned_sessions
 from api.tracing import request_telemetry
 from jobs import metrics, tracing
 from jobs.clients import create_redis, freeze_startup_heap
@@ -48,7 +49,7 @@ from jobs.settings import Settings, load_settings
 from jobs.storage import open_storage
 from jobs.webhooks import DeliveryLog, EndpointStore
 
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class RequestContext:
@@ -70,7 +71,7 @@ class RequestContext:
         given = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode(
             "latin-1"
         )
-        request_id = given if REQUEST_ID.match(given) else f"req_{ULID()}"
+        request_id = given if REQUEST_ID.fullmatch(given) else f"req_{ULID()}"
         scope.setdefault("state", {})["request_id"] = request_id
         tracing.set_attribute("longrun.request_id", request_id)  # on the request's span
         token = REQUEST_ID_VAR.set(request_id)
@@ -141,6 +142,7 @@ def create_app(settings: Settings | None = None, registry: Registry = REGISTRY) 
                 setattr(app.state, name, getattr(services, name))
             await events.start()
             stack.push_async_callback(events.close)
+            await end_orphaned_sessions(redis, settings)
             freeze_startup_heap()
             yield
 

@@ -11,8 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.deps import identify
-from jobs.engine.retry import as_service_error
+from api.deps import KeyRefused, identify
+from api.failures import count_failure
+from jobs.engine.retry import as_service_error, internal_detail
 from jobs.errors import ServiceError, TooManyRequests, TransientError, Unauthorized
 
 PROBLEM_JSON = "application/problem+json"
@@ -72,6 +73,26 @@ def service_error_response(request: Request, exc: ServiceError) -> JSONResponse:
     )
 
 
+def too_many_failures(request: Request, retry_after: int) -> JSONResponse:
+    """The 429 for a client past its limit of failed key checks."""
+    return problem(
+        429,
+        "too_many_failures",
+        "Too many failed attempts",
+        f"too many wrong keys from this address; try again in {retry_after} s",
+        instance=request.url.path,
+        headers={"Retry-After": str(retry_after)},
+    )
+
+
+async def refusal_response(request: Request, exc: ServiceError) -> JSONResponse:
+    """`service_error_response`, except that a refused key is counted against the client's
+    address, and past its limit answered with a 429."""
+    if isinstance(exc, KeyRefused) and (wait := await count_failure(request)) is not None:
+        return too_many_failures(request, wait)
+    return service_error_response(request, exc)
+
+
 def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     # Never echo the input back: it may be huge or hold secrets.
     return [
@@ -84,7 +105,7 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     ]
 
 
-def _unauthenticated(request: Request) -> JSONResponse | None:
+async def _unauthenticated(request: Request) -> JSONResponse | None:
     """The 401 for a /v1 request without a valid key, else None. FastAPI parses the body
     before any dependency checks the key, so a body it cannot parse would otherwise tell a
     caller without a key more than that it needs one."""
@@ -93,7 +114,7 @@ def _unauthenticated(request: Request) -> JSONResponse | None:
     try:
         identify(request.headers.get("authorization"), request.app.state.settings)
     except Unauthorized as exc:
-        return service_error_response(request, exc)
+        return await refusal_response(request, exc)
     return None
 
 
@@ -102,11 +123,11 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ServiceError)
     async def _service(request: Request, exc: ServiceError) -> JSONResponse:
-        return service_error_response(request, exc)
+        return await refusal_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        if (refused := _unauthenticated(request)) is not None:
+        if (refused := await _unauthenticated(request)) is not None:
             return refused
         return problem(
             422,
@@ -122,7 +143,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         if exc.status_code == 400:
             # FastAPI's answer to a body it cannot even decode: for clients it is just
             # another invalid body.
-            if (refused := _unauthenticated(request)) is not None:
+            if (refused := await _unauthenticated(request)) is not None:
                 return refused
             return problem(
                 422, "invalid_json", "The request is not valid", "the body is not valid JSON",
@@ -143,7 +164,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         error = as_service_error(exc)
         if isinstance(error, TransientError):
-            log.warning("dependency unavailable: %s", error.message)
+            log.warning("dependency unavailable: %s", internal_detail(exc))
             return service_error_response(request, error)
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return problem(500, "internal_error", "Internal error", instance=request.url.path)
@@ -167,6 +188,7 @@ _DOCUMENTED_ERRORS = {
     "403": "This key may not use this route",
     "404": "Not found, or owned by another account",
     "422": "The request is not valid",
+    "429": "Too many requests (or wrong keys from this address); retry after Retry-After",
     "500": "Internal error",
     "503": "A dependency is unavailable; retry after Retry-After",
 }
@@ -181,7 +203,7 @@ def document_problems(schema: dict[str, Any]) -> dict[str, Any]:
             responses = operation.setdefault("responses", {})
             public = path.startswith("/health") or path == "/metrics"
             for status, description in _DOCUMENTED_ERRORS.items():
-                if public and status in ("401", "403", "404", "422"):
+                if public and status in ("401", "403", "404", "422", "429"):
                     continue
                 responses.setdefault(status, {"description": description})
             if "requestBody" in operation:

@@ -183,6 +183,7 @@ class CpuMeter:
 def our_settings(stack: Stack, worker_concurrency: int, analysis_concurrency: int) -> Settings:
     return Settings(
         _env_file=None,
+        environment="development",
         redis_url=stack.redis_url(),
         s3_endpoint_url=stack.s3.url,
         s3_bucket="bench",

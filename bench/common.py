@@ -112,7 +112,8 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
 
 def service_free_env(extra: dict[str, str]) -> dict[str, str]:
     """This process's environment without any of the service's settings (so a child sees
-    the defaults), plus `extra` and PYTHONPATH=the repository."""
+    the defaults, in development: the built-in SECRETS_KEY), plus `extra` and
+    PYTHONPATH=the repository."""
     from jobs.settings import Settings
 
     names = {name.upper() for name in Settings.model_fields}
@@ -121,6 +122,7 @@ def service_free_env(extra: dict[str, str]) -> dict[str, str]:
         for k, v in os.environ.items()
         if k.upper() not in names and not k.startswith(("CELERY_", "BENCH_", "VIRTUAL_ENV"))
     }
+    env["ENVIRONMENT"] = "development"
     env.update(extra)
     env["PYTHONPATH"] = str(ROOT)
     return env

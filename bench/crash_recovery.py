@@ -78,6 +78,7 @@ WORKER_START_TIMEOUT_S = 60.0
 # What our worker gets besides its defaults: the Redis, and S3 settings only to build a
 # client (no S3 call happens while a bench job runs); no metrics server.
 OUR_ENV = {
+    "ENVIRONMENT": "development",
     "S3_ENDPOINT_URL": "http://127.0.0.1:9",
     "AWS_ACCESS_KEY_ID": "bench",
     "AWS_SECRET_ACCESS_KEY": "bench",

@@ -92,6 +92,7 @@ RATIOS = (
 # What our worker gets besides its defaults: the Redis, dummy S3 settings (it builds a client
 # at start; the trivial job never calls S3) and no metrics server.
 OUR_ENV = {
+    "ENVIRONMENT": "development",
     "S3_ENDPOINT_URL": "http://127.0.0.1:9",
     "AWS_ACCESS_KEY_ID": "bench",
     "AWS_SECRET_ACCESS_KEY": "bench",

@@ -249,6 +249,7 @@ def mib(kib: float) -> float:
 def bench_settings(redis_url: str, s3_url: str) -> Settings:
     return Settings(
         _env_file=None,
+        environment="development",
         redis_url=redis_url,
         s3_endpoint_url=s3_url,
         s3_bucket=BUCKET,

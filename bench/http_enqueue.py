@@ -214,6 +214,7 @@ async def round_trips(redis_url: str, requests: int = ROUND_TRIP_REQUESTS) -> di
     digest = hashlib.sha256(API_KEY.encode()).hexdigest()
     settings = Settings(
         _env_file=None,
+        environment="development",
         redis_url=redis_url,
         api_keys={"bench": [f"sha256:{digest}"]},
         s3_endpoint_url="http://127.0.0.1:9",

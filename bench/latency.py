@@ -259,6 +259,7 @@ def start_side(
 async def _ensure_bucket(env: dict[str, str]) -> None:
     settings = Settings(
         _env_file=None,
+        environment="development",
         redis_url=env["REDIS_URL"],
         s3_endpoint_url=env["S3_ENDPOINT_URL"],
         s3_bucket=env["S3_BUCKET"],

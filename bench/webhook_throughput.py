@@ -152,6 +152,7 @@ class Receivers:
 def bench_settings(redis_url: str, concurrency: int) -> Settings:
     return Settings(
         _env_file=None,
+        environment="development",
         redis_url=redis_url,
         # The worker builds an S3 client at start; webhook deliveries never call it.
         s3_endpoint_url="http://127.0.0.1:9",
@@ -456,7 +457,7 @@ def main() -> None:
     args = parser.parse_args()
     exit_on_sigterm()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
-    defaults = Settings(_env_file=None)
+    defaults = Settings(_env_file=None, environment="development")
     concurrencies = list(dict.fromkeys(args.concurrency))
     recorder = Recorder(
         "webhook_throughput",

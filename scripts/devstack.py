@@ -1,5 +1,7 @@
 """Run the whole stack locally on embedded defaults, then a short demo through the public API.
 
+ENVIRONMENT=development (plain: keys), with a SECRETS_KEY made once in .devstack/.
+
 Redis: the one at REDIS_URL; when none answers and it is local, a redis-server of our own
 (with AOF, data under .devstack/). S3: S3_ENDPOINT_URL, or moto's S3 server when unset
 (development only). Claude: ANTHROPIC_API_KEY; without it, a local stand-in of the Messages

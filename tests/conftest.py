@@ -8,6 +8,7 @@ abort, presigned downloads and their headers, listing by prefix)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -19,6 +20,7 @@ import pytest
 from redis.asyncio import Redis
 
 from api.main import create_app
+from api.sessions import Sessions
 from jobs.engine.arq_adapter import LongrunWorker, build_worker
 from jobs.engine.lifecycle import worker_settings
 from jobs.engine.registry import Registry
@@ -37,6 +39,8 @@ from tests.support.services import (
 )
 
 ACME_KEY, GLOBEX_KEY, ADMIN_KEY = "acme-key", "globex-key", "admin-key"
+# The tests' own SECRETS_KEY (32 bytes, base64): not the built-in development key.
+TEST_SECRETS_KEY = "dGVzdHMtb25seS1zZWNyZXRzLWtleS0zMi1ieXRlcyE="
 ACME = {"Authorization": f"Bearer {ACME_KEY}"}
 GLOBEX = {"Authorization": f"Bearer {GLOBEX_KEY}"}
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -88,8 +92,11 @@ def s3_server(request: pytest.FixtureRequest) -> S3Service:
 
 
 def make_settings(redis_url: str, s3_url: str, **overrides: Any) -> Settings:
-    """Settings for tests: fast retries and loops, keys for two accounts and an operator."""
+    """Settings for tests: fast retries and loops, keys for two accounts and an operator
+    (plain keys: development), a SECRETS_KEY of the tests' own."""
     values: dict[str, Any] = {
+        "environment": "development",
+        "secrets_key": TEST_SECRETS_KEY,
         "redis_url": redis_url,
         "s3_endpoint_url": s3_url,
         "s3_bucket": "longrun-test",
@@ -128,6 +135,16 @@ async def settings(
     async with open_storage(settings) as storage:
         await storage.ensure_bucket()
     return settings
+
+
+async def operator_session(settings: Settings, key: str = ADMIN_KEY) -> str:
+    """A dashboard session opened with an operator key, as logging in opens one: the
+    session cookie's value."""
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        return await Sessions(redis, settings).open(hashlib.sha256(key.encode()).hexdigest())
+    finally:
+        await redis.aclose()
 
 
 @pytest.fixture

@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import secrets
 import shutil
 import tempfile
+import time
+from http.cookies import SimpleCookie
 from pathlib import Path
 
 import httpx
 import pytest
 from playwright.async_api import async_playwright, expect
 
-from api.sessions import COOKIE, new_session
+from api.sessions import COOKIE, SESSION_SECONDS, Sessions
 from jobs.engine.store import JobStore
-from tests.conftest import ADMIN_KEY, eventually, running_worker
+from tests.conftest import (
+    ADMIN_KEY,
+    api_client,
+    eventually,
+    make_settings,
+    operator_session,
+    running_worker,
+)
 from tests.support.api_server import ApiServer
 from tests.support.kinds import BROKEN_FLAG, TEST_REGISTRY
+from tests.support.sessions import review_cookie
 
 ROOT = Path(__file__).resolve().parents[1]
 # The README's screenshots are rewritten only on request (SCREENSHOTS=1 scripts/test.sh
@@ -55,7 +68,15 @@ async def page(chromium):
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=chromium, args=FLAGS)
         context = await browser.new_context(viewport={"width": 1280, "height": 800})
-        yield await context.new_page()
+        page = await context.new_page()
+        # What the browser refused under the Content-Security-Policy, if anything.
+        page.csp_violations = []  # type: ignore[attr-defined]
+        page.on(
+            "console",
+            lambda m: "Content Security Policy" in m.text and page.csp_violations.append(m.text),
+        )
+        yield page
+        assert page.csp_violations == [], "the dashboard broke its own CSP"
         await browser.close()
 
 
@@ -79,6 +100,7 @@ async def test_operator_logs_in_watches_the_queue_inspects_a_failure_and_replays
     await log_in(page, api)
     cookie = next(c for c in await page.context.cookies() if c["name"] == COOKIE)
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert not cookie["secure"]  # development: plain http on this machine
     await expect(page.locator("#fig-queued")).to_have_text("0")
     for _ in range(3):
         await store.create(kind="test.sleepy", account="acme", args={"seconds": 0.1})
@@ -91,6 +113,18 @@ async def test_operator_logs_in_watches_the_queue_inspects_a_failure_and_replays
         await page.goto(f"{api.url}/dashboard/dead-letters")
         await expect(page.locator(f"#dead-{failed}")).to_contain_text("bad_document")
         await page.screenshot(path=str(DOCS / "dashboard-dead-letters.png"), full_page=True)
+        # Purge asks first, from the page's nonce'd script (CSP forbids inline handlers):
+        # dismissed, nothing is purged.
+        asked: list[str] = []
+
+        async def dismiss(dialog) -> None:
+            asked.append(dialog.message)
+            await dialog.dismiss()
+
+        page.once("dialog", dismiss)
+        await page.click(f"#dead-{failed} button.purge")
+        assert asked == ["Purge this dead letter for good?"]
+        assert await store.get_dead_letter(failed) is not None
         await page.click(f"#dead-{failed} a")
         await expect(page.locator("#error")).to_contain_text("the input cannot be processed")
         await expect(page.locator("#traceback")).to_contain_text("InvalidInput")
@@ -115,6 +149,14 @@ async def test_operator_logs_in_watches_the_queue_inspects_a_failure_and_replays
     )
     await page.screenshot(path=str(DOCS / "dashboard-overview.png"), full_page=True)
 
+    # Logging out ends the session in Redis: the cookie, replayed, opens nothing.
+    async with page.expect_navigation():
+        await page.click("header button")
+    await expect(page).to_have_url(f"{api.url}/dashboard/login")
+    async with httpx.AsyncClient(base_url=api.url, cookies={COOKIE: cookie["value"]}) as http:
+        replayed = await http.get("/dashboard")
+    assert replayed.status_code == 303 and replayed.headers["location"] == "/dashboard/login"
+
 
 async def _state(store, job_id, state):
     job = await store.get(job_id)
@@ -122,13 +164,15 @@ async def _state(store, job_id, state):
 
 
 async def test_forged_or_expired_cookies_and_missing_csrf_are_refused(settings, api, redis):
-    forged = new_session(settings).rsplit(".", 1)[0] + ".AAAA"
-    expired = new_session(settings, now=0)
+    sessions = Sessions(redis, settings)
+    operator = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
+    forged = secrets.token_urlsafe(32)
+    expired = await sessions.open(operator, now=time.time() - SESSION_SECONDS - 1)
     async with httpx.AsyncClient(base_url=api.url) as http:
         for token in ("", forged, expired, "admin.9999999999"):
             answer = await http.get("/dashboard", cookies={COOKIE: token})
             assert answer.status_code == 303 and answer.headers["location"] == "/dashboard/login"
-        good = {COOKIE: new_session(settings)}
+        good = {COOKIE: await operator_session(settings)}
         assert (await http.get("/dashboard", cookies=good)).status_code == 200
         store = JobStore(redis, settings, TEST_REGISTRY)
         job = (await store.create(kind="test.flaky", account="acme", args={})).job_id
@@ -213,3 +257,127 @@ async def test_operator_pauses_and_resumes_an_account_from_the_overview(settings
 async def _polled(worker, redis) -> bool:
     wake = worker.ctx.get("wake")
     return wake is not None and not wake.is_set() and await redis.zcard("lr:workers") > 0
+
+
+# Sessions and headers, over ASGI
+
+
+SECOND_ADMIN_KEY = "second-admin-key"
+
+
+def with_settings(settings, **overrides):
+    """These test settings with `overrides`, built afresh (a model copy would keep the key
+    digests already computed)."""
+    return make_settings(settings.redis_url, settings.s3_endpoint_url, **overrides)
+
+
+def cookie(session: str) -> dict[str, str]:
+    return {"Cookie": f"{COOKIE}={session}"}
+
+
+def set_session(answer: httpx.Response) -> str:
+    """The session id a login answer sets."""
+    return SimpleCookie(answer.headers["set-cookie"])[COOKIE].value
+
+
+async def test_the_reviews_computed_cookie_opens_nothing(settings):
+    # The review's attack: a stack on the built-in SECRETS_KEY, a cookie computed from the
+    # source. With no operator key there is no dashboard at all; with one, the cookie is
+    # not a session.
+    for admin_keys, status in (([], 404), ([f"plain:{ADMIN_KEY}"], 303)):
+        built_in = with_settings(settings, secrets_key=None, admin_api_keys=admin_keys)
+        async with api_client(built_in) as client:
+            for path in ("/dashboard", "/dashboard/summary.json"):
+                answer = await client.get(path, headers=cookie(review_cookie()))
+                assert answer.status_code == status, (admin_keys, path, answer.text)
+
+
+async def test_without_operator_keys_there_is_no_dashboard(settings, redis):
+    async with api_client(with_settings(settings, admin_api_keys=[])) as client:
+        answers = [
+            await client.get("/dashboard/login"),
+            await client.post("/dashboard/login", data={"key": ADMIN_KEY}),
+            await client.get("/dashboard", headers=cookie(await operator_session(settings))),
+        ]
+    assert [a.status_code for a in answers] == [404, 404, 404]
+    assert all(a.headers["content-type"] == "application/problem+json" for a in answers)
+
+
+async def test_logging_out_ends_the_session_for_good(settings, redis):
+    async with api_client(settings) as client:
+        session = set_session(await client.post("/dashboard/login", data={"key": ADMIN_KEY}))
+        client.cookies.clear()
+        assert (await client.get("/dashboard", headers=cookie(session))).status_code == 200
+        out = await client.post("/dashboard/logout", headers=cookie(session))
+        assert out.status_code == 303 and out.headers["location"] == "/dashboard/login"
+        client.cookies.clear()
+        replayed = await client.get("/dashboard", headers=cookie(session))
+    assert replayed.status_code == 303 and replayed.headers["location"] == "/dashboard/login"
+    assert not await redis.exists(Sessions(redis, settings).storage_key(session))
+
+
+async def test_removing_an_operator_key_ends_the_sessions_it_opened(settings, redis):
+    both = with_settings(
+        settings, admin_api_keys=[f"plain:{ADMIN_KEY}", f"plain:{SECOND_ADMIN_KEY}"]
+    )
+    first_only = with_settings(settings, admin_api_keys=[f"plain:{ADMIN_KEY}"])
+    kept = await operator_session(both, ADMIN_KEY)
+    removed = await operator_session(both, SECOND_ADMIN_KEY)
+    async with api_client(first_only) as client:  # restarted without the second key
+        assert not await redis.exists(Sessions(redis, both).storage_key(removed))
+        # Opened meanwhile by a process that still has the key (a rolling deploy).
+        late = await operator_session(both, SECOND_ADMIN_KEY)
+        for session in (removed, late):
+            answer = await client.get("/dashboard", headers=cookie(session))
+            assert answer.status_code == 303 and answer.headers["location"] == "/dashboard/login"
+        assert not await redis.exists(Sessions(redis, both).storage_key(late))
+        assert (await client.get("/dashboard", headers=cookie(kept))).status_code == 200
+
+
+async def test_the_session_cookie_is_secure_outside_development(settings):
+    digest = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
+    production = with_settings(
+        settings, environment="production", api_keys={}, admin_api_keys=[f"sha256:{digest}"]
+    )
+    # Plain http, as behind a proxy that ends TLS: the cookie is Secure all the same.
+    for given, secure in ((production, True), (settings, False)):
+        async with api_client(given) as client:
+            answer = await client.post("/dashboard/login", data={"key": ADMIN_KEY})
+        assert answer.status_code == 303
+        flags = {part.strip().lower() for part in answer.headers["set-cookie"].split(";")}
+        assert ("secure" in flags) is secure, (given.environment, flags)
+        assert {"httponly", "samesite=strict", "path=/dashboard"} <= flags
+
+
+def _nonce(policy: str) -> str:
+    found = re.search(r"script-src 'nonce-([A-Za-z0-9_-]+)'", policy)
+    assert found, policy
+    return found.group(1)
+
+
+async def test_every_dashboard_answer_forbids_framing_caching_and_foreign_scripts(settings):
+    async with api_client(settings) as client:
+        session = cookie(await operator_session(settings))
+        answers = {
+            "login form": await client.get("/dashboard/login"),
+            "failed login": await client.post("/dashboard/login", data={"key": "nope"}),
+            "overview": await client.get("/dashboard", headers=session),
+            "summary": await client.get("/dashboard/summary.json", headers=session),
+            "dead letters": await client.get("/dashboard/dead-letters", headers=session),
+            "to login": await client.get("/dashboard/jobs"),
+        }
+        again = await client.get("/dashboard", headers=session)
+    for name, answer in answers.items():
+        policy = answer.headers.get("content-security-policy", "")
+        assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy, name
+        assert "unsafe-inline" not in policy and "unsafe-eval" not in policy, name
+        assert answer.headers["x-frame-options"] == "DENY", name
+        assert answer.headers["cache-control"] == "no-store", name
+    for name in ("login form", "overview", "dead letters"):
+        page, nonce = answers[name].text, _nonce(answers[name].headers["content-security-policy"])
+        tags = re.findall(r"<(?:script|style)\b[^>]*>", page)
+        assert tags and all(f'nonce="{nonce}"' in tag for tag in tags), (name, tags)
+        assert not re.search(r"\son[a-z]+\s*=", page), f"{name}: an inline event handler"
+    assert _nonce(again.headers["content-security-policy"]) != _nonce(
+        answers["overview"].headers["content-security-policy"]
+    )

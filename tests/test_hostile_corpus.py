@@ -5,8 +5,10 @@ valid session to its login page instead, by design), and nothing changes: the wh
 Redis keyspace (every key, its type, a digest of its value, and an expiry that may
 only run down) and the S3 bucket (objects and open uploads) are the same before and
 after. No key is left out of the comparison: the API keeps its metrics in process
-memory and has no rate limiter or request log in Redis, so a refused request has no
-business writing anything there. No worker runs, so nothing else writes either.
+memory and no request log in Redis, so a refused request has no business writing
+anything there, with two exceptions that each row declares: a wrong key (bearer or
+login) adds to its address's failure count (`counted`), and a session whose operator key
+was removed is ended when presented (`ends`). No worker runs, so nothing else writes.
 
 Requests go in-process over ASGI, byte for byte (`tests/support/asgi.py`), so raw
 paths, control characters in headers and chunked bodies reach the app unaltered.
@@ -15,7 +17,10 @@ paths, control characters in headers and chunked bodies reach the app unaltered.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,23 +30,35 @@ import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 
+from api.failures import failure_key
 from api.main import create_app
-from api.sessions import COOKIE, csrf_token, new_session
+from api.sessions import COOKIE, SESSION_INDEX, SESSION_SECONDS, Sessions
 from jobs.engine.runner import fail_job
 from jobs.engine.store import JobStore
 from jobs.settings import Settings
 from jobs.storage import open_storage
 from jobs.webhooks import DeliveryLog, EndpointStore
-from tests.conftest import ACME, ACME_KEY, ADMIN_KEY, GLOBEX, GLOBEX_KEY, api_client, make_settings
+from tests.conftest import (
+    ACME,
+    ACME_KEY,
+    ADMIN,
+    ADMIN_KEY,
+    GLOBEX,
+    GLOBEX_KEY,
+    api_client,
+    make_settings,
+)
 from tests.support.asgi import RawAnswer, raw_request
 from tests.support.kinds import TEST_REGISTRY
 from tests.support.routes import operations
+from tests.support.sessions import review_cookie
 from tests.support.state import redis_changes, redis_snapshot, s3_snapshot
 
 PROBLEM = "application/problem+json"
 MAX_DOC = Settings.model_fields["max_document_bytes"].default
 MB8 = 8 * 1024 * 1024
 PUBLIC_HOOK = "https://93.184.216.34/hooks"  # a literal public address: no DNS, never called
+CLIENT_ADDRESS = "127.0.0.1"  # every request's, as tests/support/asgi.py sends it
 KEYS = {"acme": ACME_KEY, "globex": GLOBEX_KEY, "admin": ADMIN_KEY}
 NO_JSON = object()
 
@@ -51,10 +68,13 @@ class Case:
     """One hostile request and the refusal it must get.
 
     `path`, header values and `form` values may name seeded resources as `{doc}`,
-    `{job}` (an analysis), `{export}`, `{ep}`, `{dl}`, `{dead}` (acme's) and `{gdoc}`,
-    `{gjob}`, `{gexport}`, `{gep}`, `{gdl}` (globex's), and dashboard sessions as
-    `{session}`, `{csrf}`, `{expired}`, `{forged}`, `{foreign}` (signed with another
-    SECRETS_KEY).
+    `{job}` (an analysis), `{export}`, `{ep}`, `{dl}`, `{dead}` (acme's), `{gdoc}`,
+    `{gjob}`, `{gexport}`, `{gep}`, `{gdl}` (globex's) and `{canary}` (the operator
+    account's), and dashboard sessions as `{session}` (with its `{csrf}`), `{expired}`,
+    `{forged}` (well-formed, never issued), `{foreign}` (opened under another
+    SECRETS_KEY), `{logged_out}`, `{removed}` (opened with an operator key since removed)
+    and `{old_format}` (the signed `admin.<expiry>.<mac>` cookie of old, computed with
+    the built-in development key, as anyone who reads the source could).
     """
 
     name: str
@@ -70,6 +90,8 @@ class Case:
     chunked: bool = False
     code: str | None = None
     html: bool = False
+    counted: bool = False
+    ends: str | None = None
 
 
 def multipart(*parts: tuple[str, bytes, str | None], boundary: str = "xHostile") -> bytes:
@@ -141,6 +163,7 @@ def doc_cases() -> list[Case]:
         j("user-id-encoded-slash", json={"user_id": "a%2Fb", "text": "x"}),
         j("user-id-nul", json={"user_id": "a\x00b", "text": "x"}),
         j("user-id-too-long", json={"user_id": "u" * 129, "text": "x"}),
+        j("user-id-trailing-newline", json={"user_id": "u1\n", "text": "x"}),
         j("text-nan", json={"user_id": "u", "text": float("nan")}),
         j("text-over-max", json={"user_id": "u", "text": "x" * (MAX_DOC + 1)}, **too_large),
         raw("empty", body=b"", code="invalid_json"),
@@ -179,14 +202,17 @@ def doc_cases() -> list[Case]:
 
 
 def id_cases(
-    prefix: str, method: str, template: str, *, owner_id: str | None, key: str = "acme"
+    prefix: str, method: str, template: str, *, owner_id: str | None, key: str = "acme",
+    own_id: str | None = None,
 ) -> list[Case]:
-    """Hostile ids in one path parameter: another account's, traversal, over-long, odd bytes."""
+    """Hostile ids in one path parameter: another account's, one's own with a trailing
+    newline (which `$` would match), traversal, over-long, odd bytes."""
     def c(name: str, value: str, status: int = 404) -> Case:
         return Case(f"{prefix}-{name}", method, template.format(id=value), status, key=key)
 
     return [
         *([c("other-accounts-id", owner_id)] if owner_id else []),
+        *([c("own-id-trailing-newline", own_id + "%0A")] if own_id else []),
         c("traversal-encoded-slashes", "..%2F..%2Fetc%2Fpasswd"),
         c("traversal-encoded-dots", "%2e%2e%2f%2e%2e%2fetc"),
         c("traversal-dots", "%2e%2e"),
@@ -205,7 +231,7 @@ def job_cases() -> list[Case]:
         ("events", "GET", "/v1/jobs/{id}/events"),
         ("cancel", "POST", "/v1/jobs/{id}/cancel"),
     ]:
-        cases += id_cases(f"job-{name}", method, template, owner_id="{gjob}")
+        cases += id_cases(f"job-{name}", method, template, owner_id="{gjob}", own_id="{job}")
     # An export is a job too: another account's export answers 404 like any job.
     for name, method, template in [
         ("get", "GET", "/v1/jobs/{gexport}"),
@@ -229,7 +255,9 @@ def job_cases() -> list[Case]:
         listing("cursor-not-a-score", path="/v1/jobs?cursor=" + cursor(b"abc:x")),
         listing("cursor-not-utf8", path="/v1/jobs?cursor=" + cursor(b"\xff\xfe")),
         cancel("no-key", 401),
-        cancel("wrong-key", 401, headers=(("authorization", "Bearer nope"),)),
+        cancel("wrong-key", 401, headers=(("authorization", "Bearer nope"),), counted=True),
+        # The canary account `_operator` is no tenant: its jobs are an operator's alone.
+        Case("canary-job-get-account-key", "GET", "/v1/jobs/{canary}", 404),
     ]
 
 
@@ -237,7 +265,8 @@ def analysis_cases() -> list[Case]:
     a = rows("analysis", "POST", "/v1/documents/{doc}/analyses")
     as_json = {"content_type": "application/json"}
     return [
-        *id_cases("analysis", "POST", "/v1/documents/{id}/analyses", owner_id="{gdoc}"),
+        *id_cases("analysis", "POST", "/v1/documents/{id}/analyses", owner_id="{gdoc}",
+                  own_id="{doc}"),
         a("instructions-int", json={"instructions": 5}),
         a("instructions-too-long", json={"instructions": "i" * 4001}),
         a("array", json=["x"]),
@@ -274,6 +303,7 @@ def export_cases() -> list[Case]:
         e("user-id-traversal", json={"user_id": "../globex", "format": "zip"}),
         e("user-id-encoded-traversal", json={"user_id": "%2e%2e%2f", "format": "zip"}),
         e("user-id-too-long", json={"user_id": "u" * 129, "format": "zip"}),
+        e("user-id-trailing-newline", json={"user_id": "u1\n", "format": "zip"}),
         e("missing-format", json={"user_id": "u1"}),
         e("missing-user-id", json={"format": "zip"}),
         e("empty-object", json={}),
@@ -290,11 +320,13 @@ def export_cases() -> list[Case]:
         e("idempotency-key-nul", json=ok, headers=idem("a\x00b")),
         e("idempotency-key-del", json=ok, headers=idem("a\x7fb")),
         e("idempotency-key-newline", json=ok, headers=idem("a\nb")),
+        e("idempotency-key-trailing-newline", json=ok, headers=idem("key\n")),
         e("no-key", 401, key=None, json=ok),
         e("no-key-invalid-json", 401, key=None, body=b"{bad", code="unauthorized", **as_json),
         e("wrong-key-invalid-json", 401, key=None, body=b"[", code="unauthorized",
-          headers=(("authorization", "Bearer nope"),), **as_json),
-        e("wrong-key", 401, key=None, json=ok, headers=(("authorization", "Bearer nope"),)),
+          headers=(("authorization", "Bearer nope"),), counted=True, **as_json),
+        e("wrong-key", 401, key=None, json=ok, headers=(("authorization", "Bearer nope"),),
+          counted=True),
         e("operator-key", 403, key="admin", json=ok),
     ]
 
@@ -329,6 +361,10 @@ def webhook_cases() -> list[Case]:
         unsafe("url-bad-port", "https://93.184.216.34:99999/hooks"),
         unsafe("url-host-label-too-long", f"https://{'a' * 300}.example/hooks"),
         unsafe("url-host-nul", "https://a\x00b.example/hooks"),
+        unsafe("url-path-control-char", "https://93.184.216.34/a\x01b"),
+        unsafe("url-site-local-ipv6", "https://[fec0::1]/hooks"),
+        unsafe("url-ipv4-compatible-ipv6", "https://[::127.0.0.1]/hooks"),
+        unsafe("url-documentation-ipv6", "https://[3fff::1]/hooks"),
         w("invalid-utf8", body=b'{"url": "https://\xff/", "events": ["export.failed"]}',
           content_type="application/json", code="invalid_json"),
         w("multi-mb-json", 413, body=big_json(MB8, url=PUBLIC_HOOK, events=events),
@@ -400,7 +436,7 @@ def operator_cases() -> list[Case]:
         Case("usage-wrong-scheme", "GET", "/v1/usage", 401, key=None,
              headers=(("authorization", f"Basic {ACME_KEY}"),)),
         Case("usage-key-invalid-bytes", "GET", "/v1/usage", 401, key=None,
-             headers=(("authorization", "Bearer \xff\xfe\x00"),)),
+             headers=(("authorization", "Bearer \xff\xfe\x00"),), counted=True),
     ]
 
 
@@ -408,6 +444,10 @@ def dashboard_cases() -> list[Case]:
     def d(name: str, method: str, path: str, token: str, status: int = 303, **kw: Any) -> Case:
         cookie = (("cookie", f"{COOKIE}={{{token}}}"),)
         return Case(f"dashboard-{name}", method, path, status, key=None, headers=cookie, **kw)
+
+    def raw_cookie(name: str, path: str, value: str) -> Case:
+        return Case(f"dashboard-{name}", "GET", path, 303, key=None,
+                    headers=(("cookie", f"{COOKIE}={value}"),))
 
     form = {"content_type": "application/x-www-form-urlencoded"}
     csrf = {"form": {"csrf": "{csrf}"}, **form}
@@ -418,22 +458,34 @@ def dashboard_cases() -> list[Case]:
         d("overview-forged-cookie", "GET", "/dashboard", "forged"),
         d("overview-expired-cookie", "GET", "/dashboard", "expired"),
         d("overview-foreign-key-cookie", "GET", "/dashboard", "foreign"),
-        Case("dashboard-overview-unsigned-cookie", "GET", "/dashboard", 303, key=None,
-             headers=(("cookie", f"{COOKIE}=admin.9999999999"),)),
+        d("overview-logged-out-session", "GET", "/dashboard", "logged_out"),
+        d("overview-removed-key-session", "GET", "/dashboard", "removed", ends="removed"),
+        d("overview-old-format-cookie", "GET", "/dashboard", "old_format"),
+        d("summary-old-format-cookie", "GET", "/dashboard/summary.json", "old_format"),
+        raw_cookie("overview-unsigned-cookie", "/dashboard", "admin.9999999999"),
+        raw_cookie("overview-non-ascii-cookie", "/dashboard", "\xe9" * 43),
+        raw_cookie("summary-non-ascii-utf8-cookie", "/dashboard/summary.json",
+                   "é".encode().decode("latin-1") * 20),
         Case("dashboard-overview-bearer-key-only", "GET", "/dashboard", 303, key="admin"),
         d("summary-forged-cookie", "GET", "/dashboard/summary.json", "forged"),
         d("job-expired-cookie", "GET", "/dashboard/jobs/{job}", "expired"),
         d("webhook-forged-cookie", "GET", "/dashboard/webhooks/{ep}", "forged"),
         d("replay-forged-cookie", "POST", f"{dead}/replay", "forged", **csrf),
+        d("replay-logged-out-session", "POST", f"{dead}/replay", "logged_out", **csrf),
         d("purge-expired-cookie", "POST", f"{dead}/purge", "expired", **csrf),
         d("purge-foreign-key-cookie", "POST", f"{dead}/purge", "foreign", **csrf),
         d("retry-forged-cookie", "POST", "/dashboard/deliveries/{dl}/retry", "forged", **csrf),
         d("purge-wrong-csrf", "POST", f"{dead}/purge", "session", 403, form={"csrf": "AAAA"},
           **bad_csrf),
+        d("purge-non-ascii-csrf", "POST", f"{dead}/purge", "session", 403,
+          form={"csrf": "é" * 43}, **bad_csrf),
+        d("replay-csrf-trailing-newline", "POST", f"{dead}/replay", "session", 403,
+          form={"csrf": "{csrf}\n"}, **bad_csrf),
         d("replay-missing-csrf", "POST", f"{dead}/replay", "session", 403, **bad_csrf),
         d("retry-wrong-csrf", "POST", "/dashboard/deliveries/{dl}/retry", "session", 403,
           form={"csrf": "{foreign_csrf}"}, **bad_csrf),
-        login("account-key", 401, form={"key": ACME_KEY}, html=True),
+        login("account-key", 401, form={"key": ACME_KEY}, html=True, counted=True),
+        login("non-ascii-key", 401, form={"key": "clé-ünïcödé"}, html=True, counted=True),
         login("key-too-long", form={"key": "k" * 513}),
     ]
 
@@ -457,6 +509,7 @@ class World:
     app: Any
     redis: Redis
     storage: Any
+    settings: Settings
     ids: dict[str, str] = field(default_factory=dict)
 
 
@@ -495,18 +548,30 @@ async def seed(client: Any, settings: Settings, redis: Redis) -> dict[str, str]:
     error = {"type": "bad_document", "message": "seeded", "retryable": False}
     assert await fail_job(store, None, record, error, "seeded traceback")
     ids["dead"] = dead
-    session = new_session(settings)
+    ids["canary"] = (await client.post("/v1/canaries", headers=ADMIN)).json()["id"]
+    return ids | await seed_sessions(settings, redis)
+
+
+async def seed_sessions(settings: Settings, redis: Redis) -> dict[str, str]:
+    """Dashboard sessions in every state a refused one can be in, and the review's cookie."""
+    sessions = Sessions(redis, settings)
+    operator = hashlib.sha256(ADMIN_KEY.encode()).hexdigest()
+    session = await sessions.open(operator)
+    logged_out = await sessions.open(operator)
+    await sessions.end(logged_out)
     other_key = base64.b64encode(b"k" * 32).decode()
-    foreign = settings.model_copy(update={"secrets_key": SecretStr(other_key)})
-    ids |= {
+    foreign = Sessions(redis, settings.model_copy(update={"secrets_key": SecretStr(other_key)}))
+    return {
         "session": session,
-        "csrf": csrf_token(settings, session),
-        "expired": new_session(settings, now=0),
-        "forged": session.rsplit(".", 1)[0] + "." + "A" * 43,
-        "foreign": new_session(foreign),
-        "foreign_csrf": csrf_token(foreign, session),
+        "csrf": sessions.csrf_token(session),
+        "expired": await sessions.open(operator, now=time.time() - SESSION_SECONDS - 1),
+        "forged": secrets.token_urlsafe(32),
+        "foreign": await foreign.open(operator),
+        "foreign_csrf": foreign.csrf_token(session),
+        "logged_out": logged_out,
+        "removed": await sessions.open(hashlib.sha256(b"a-retired-operator-key").hexdigest()),
+        "old_format": review_cookie(),
     }
-    return ids
 
 
 @pytest.fixture(scope="module")
@@ -519,7 +584,7 @@ async def world(redis_server, s3_server):
     async with open_storage(settings) as storage, api_client(settings) as client:
         await storage.ensure_bucket()
         ids = await seed(client, settings, redis)
-        yield World(app=client.app, redis=redis, storage=storage, ids=ids)
+        yield World(app=client.app, redis=redis, storage=storage, settings=settings, ids=ids)
     await redis.aclose()
 
 
@@ -565,10 +630,19 @@ def check_refusal(case: Case, answer: RawAnswer) -> None:
 
 @pytest.mark.parametrize("case", CORPUS, ids=[c.name for c in CORPUS])
 async def test_hostile_request_is_refused_and_changes_nothing(world, case):
+    failures = failure_key(CLIENT_ADDRESS)
     redis_before, s3_before = await redis_snapshot(world.redis), await s3_snapshot(world.storage)
-    answer = await send(world, case)
+    try:
+        answer = await send(world, case)
+        changes = redis_changes(redis_before, await redis_snapshot(world.redis))
+    finally:
+        await world.redis.delete(failures)  # each row starts with a clean count
     check_refusal(case, answer)
-    assert redis_changes(redis_before, await redis_snapshot(world.redis)) == []
+    allowed = [f"added {failures.encode()!r} (string)"] if case.counted else []
+    if case.ends:
+        ended = Sessions(world.redis, world.settings).storage_key(world.ids[case.ends])
+        allowed += [f"removed {ended.encode()!r}", f"changed {SESSION_INDEX.encode()!r}"]
+    assert changes == sorted(allowed)
     assert await s3_snapshot(world.storage) == s3_before
 
 

@@ -64,7 +64,7 @@ async def test_job_whose_result_cannot_be_stored_fails_instead_of_staying_runnin
     job_id = (await store.create(kind="test.unstorable", account="acme", args={})).job_id
     async with running_worker(settings):
         dead = await dead_letter(client, job_id)
-    assert dead["error"]["type"] == "internal_error" and "JSON" in dead["error"]["message"]
+    assert dead["error"]["type"] == "internal_error" and "JSON" in dead["traceback"]
     assert [a["outcome"] for a in dead["attempts"]] == ["failed"]
 
 

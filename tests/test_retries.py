@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from jobs.engine.runner import fail_job
 from jobs.engine.store import JobStore
@@ -146,7 +147,13 @@ async def test_unexpected_exception_is_permanent_internal_error(settings, redis,
     job = await finished(client, job_id)
     assert job["state"] == "failed" and job["attempt"] == 1
     assert job["error"]["type"] == "internal_error"
-    assert job["error"]["message"] == "KeyError: 'missing'"
+    # The tenant reads that something unexpected happened, with a reference; the operator
+    # reads the exception in the dead letter.
+    assert re.fullmatch(
+        r"an unexpected error occurred \(reference err_[0-9a-f]{12}\)", job["error"]["message"]
+    )
+    dead = (await client.get(f"/v1/dead-letters/{job_id}", headers=ADMIN)).json()
+    assert "KeyError: 'missing'" in dead["traceback"]
 
 
 async def test_job_past_its_time_limit_is_a_transient_timeout(settings, redis, client):

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from jobs.settings import Settings, SettingsError, load_settings
+from jobs.settings import DEV_SECRETS_KEY, Settings, SettingsError, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
+SECRETS_KEY = base64.b64encode(b"s" * 32).decode()
 
 
 def test_defaults_follow_the_contract(monkeypatch):
     for name in ("JOB_MAX_TRIES", "WORKER_LEASE_SECONDS", "MAX_DOCUMENT_BYTES"):
         monkeypatch.delenv(name, raising=False)
-    settings = Settings(_env_file=None)
+    settings = Settings(_env_file=None, secrets_key=SECRETS_KEY)
+    assert settings.environment == "production"
     assert settings.job_max_tries == 5
     assert settings.worker_lease_seconds == 10
     assert settings.max_document_bytes == 1024 * 1024
@@ -31,6 +35,7 @@ def test_api_keys_accept_digests_and_plain_keys(monkeypatch):
     monkeypatch.setenv("API_KEYS", f'{{"acme": ["sha256:{digest}"], "globex": ["plain:g"]}}')
     monkeypatch.setenv("ADMIN_API_KEYS", '["plain:op"]')
     monkeypatch.setenv("WEBHOOK_RETRY_SCHEDULE", "0, 1,2")
+    monkeypatch.setenv("ENVIRONMENT", "development")  # plain: keys
     settings = load_settings()
     assert (digest, "acme") in settings.account_key_digests
     assert len(settings.admin_key_digests) == 1
@@ -79,3 +84,76 @@ def test_process_with_a_bad_value_exits_with_a_message_not_a_traceback(command):
     assert done.returncode != 0
     assert "JOB_TIMEOUT_SECONDS" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# Fail closed
+
+
+def test_without_secrets_key_only_development_starts(monkeypatch):
+    for name in ("ENVIRONMENT", "SECRETS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(SettingsError, match="SECRETS_KEY is not set"):
+        load_settings(_env_file=None)
+    monkeypatch.setenv("SECRETS_KEY", "")  # compose's ${SECRETS_KEY:-}: not set
+    with pytest.raises(SettingsError, match="SECRETS_KEY is not set"):
+        load_settings(_env_file=None)
+    monkeypatch.setenv("ENVIRONMENT", "development")
+    assert load_settings(_env_file=None).master_keys == [base64.b64decode(DEV_SECRETS_KEY)]
+
+
+def test_the_built_in_secrets_key_is_refused_unless_development(monkeypatch):
+    monkeypatch.setenv("SECRETS_KEY", DEV_SECRETS_KEY)
+    with pytest.raises(SettingsError, match="SECRETS_KEY is the built-in development key"):
+        load_settings(_env_file=None)
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    with pytest.raises(SettingsError, match="SECRETS_KEY"):
+        load_settings(_env_file=None)
+    monkeypatch.setenv("ENVIRONMENT", "development")
+    assert load_settings(_env_file=None).environment == "development"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [str(Path(sys.executable).parent / "arq"), "jobs.worker.WorkerSettings"],
+        [sys.executable, "-m", "uvicorn", "api.main:app", "--port", "0"],
+    ],
+    ids=["worker", "api"],
+)
+@pytest.mark.parametrize("secrets_key", [None, DEV_SECRETS_KEY], ids=["unset", "built-in"])
+def test_process_without_its_own_secrets_key_refuses_to_start(command, secrets_key):
+    env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp"}
+    if secrets_key:
+        env["SECRETS_KEY"] = secrets_key
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "SECRETS_KEY" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_secrets_key_previous_lists_former_keys_and_each_is_checked(monkeypatch):
+    monkeypatch.setenv("SECRETS_KEY", SECRETS_KEY)
+    older = [base64.b64encode(bytes([n]) * 32).decode() for n in (1, 2)]
+    monkeypatch.setenv("SECRETS_KEY_PREVIOUS", f"{older[0]}, {older[1]}")
+    settings = load_settings(_env_file=None)
+    assert settings.master_keys == [base64.b64decode(k) for k in (SECRETS_KEY, *older)]
+    monkeypatch.setenv("SECRETS_KEY_PREVIOUS", f"{older[0]},not-a-key")
+    with pytest.raises(SettingsError, match="SECRETS_KEY_PREVIOUS must be 32 random bytes"):
+        load_settings(_env_file=None)
+
+
+@pytest.mark.parametrize(
+    ("account", "says"),
+    [
+        ("_operator", "reserved"),  # the canary account: no tenant may be it
+        ("_acme", "reserved"),
+        ("acme\n", "letters, digits"),  # `$` would let the newline through
+        ("", "letters, digits"),
+    ],
+)
+def test_tenant_account_ids_are_refused_when_reserved_or_malformed(monkeypatch, account, says):
+    monkeypatch.setenv("ENVIRONMENT", "development")
+    monkeypatch.setenv("API_KEYS", json.dumps({account: ["plain:k"]}))
+    with pytest.raises(SettingsError) as caught:
+        load_settings(_env_file=None)
+    assert "API_KEYS" in str(caught.value) and says in str(caught.value)

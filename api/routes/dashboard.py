@@ -1,29 +1,45 @@
 """The operator dashboard: server-rendered pages for admin keys, a little JavaScript for
-live figures. Login sets a signed, HTTP-only session cookie; every form carries a CSRF
-token bound to the session."""
+live figures. Login opens a session held in Redis (`api/sessions.py`), named by an
+HTTP-only, `SameSite=Strict` cookie (`Secure` outside development); every form carries a
+CSRF token bound to the session. With no operator key configured there is no dashboard
+(404). Every answer under `/dashboard` is sent with a strict Content-Security-Policy
+(scripts and styles only with the page's nonce, no framing), `X-Frame-Options: DENY` and
+`Cache-Control: no-store` (`DashboardHeaders`)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
+import secrets
 from pathlib import Path as FilePath
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Form, Path, Query, Request
+from fastapi import APIRouter, Depends, Form, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.deps import ACCOUNT_ID_PATH, JOB_ID_PATTERN, KIND_PATH, RedisDep, SettingsDep, StoreDep
-from api.sessions import COOKIE, SESSION_SECONDS, csrf_token, csrf_valid, new_session, session_valid
+from api.failures import count_failure
+from api.problems import too_many_failures
+from api.sessions import COOKIE, SESSION_SECONDS, Sessions, operator_key_digest
 from jobs.engine.health import queue_health
 from jobs.engine.presenter import attempt_resource
 from jobs.engine.records import JobRecord, JobState, rfc3339
 from jobs.engine.scheduler import Scheduler
-from jobs.errors import Forbidden
+from jobs.errors import Forbidden, NotFound
 from jobs.webhooks import DeliveryLog, EndpointStore
 
-router = APIRouter(prefix="/dashboard", include_in_schema=False)
+PREFIX = "/dashboard"
+
+
+async def _dashboard_enabled(request: Request) -> None:
+    if not request.app.state.settings.admin_api_keys:
+        raise NotFound("there is no dashboard: no operator key is configured")
+
+
+router = APIRouter(
+    prefix=PREFIX, include_in_schema=False, dependencies=[Depends(_dashboard_enabled)]
+)
 templates = Jinja2Templates(directory=FilePath(__file__).resolve().parents[1] / "templates")
 templates.env.filters["time"] = rfc3339
 
@@ -32,70 +48,128 @@ class LoginRequired(Exception):
     """No valid session: send the browser to the login page."""
 
 
-def _session(request: Request, settings: SettingsDep) -> str:
-    token = request.cookies.get(COOKIE)
-    if not session_valid(settings, token):
+def _sessions(request: Request) -> Sessions:
+    state = request.app.state
+    if getattr(state, "sessions", None) is None:
+        state.sessions = Sessions(state.redis, state.settings)
+    return state.sessions  # type: ignore[no-any-return]
+
+
+async def _session(request: Request) -> str:
+    """The caller's session id; `LoginRequired` unless it names a live session."""
+    session_id = request.cookies.get(COOKIE)
+    if not await _sessions(request).valid(session_id):
         raise LoginRequired()
-    return token or ""
+    return session_id or ""
 
 
-def _page(request: Request, name: str, session: str, **context: Any) -> HTMLResponse:
-    settings = request.app.state.settings
+def _render(
+    request: Request, name: str, context: dict[str, Any], status_code: int = 200
+) -> HTMLResponse:
+    nonce = request.scope.get("state", {}).get("csp_nonce", "")
     return templates.TemplateResponse(
-        request, name, {"csrf": csrf_token(settings, session), "page": name, **context}
+        request, name, {"nonce": nonce, **context}, status_code=status_code
     )
 
 
+def _page(request: Request, name: str, session: str, **context: Any) -> HTMLResponse:
+    csrf = _sessions(request).csrf_token(session)
+    return _render(request, name, {"csrf": csrf, "page": name, **context})
+
+
 def _check_csrf(request: Request, session: str, token: str | None) -> None:
-    if not csrf_valid(request.app.state.settings, session, token):
+    if not _sessions(request).csrf_valid(session, token):
         raise Forbidden("the form is stale; reload the page", type="csrf_failed")
 
 
+class DashboardHeaders:
+    """ASGI middleware for every answer under `/dashboard`: a fresh CSP nonce for the page
+    (`request.state.csp_nonce`), the CSP itself, no framing, no caching, no sniffing."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path != PREFIX and not path.startswith(PREFIX + "/"):
+            await self.app(scope, receive, send)
+            return
+        nonce = secrets.token_urlsafe(18)
+        scope.setdefault("state", {})["csp_nonce"] = nonce
+        policy = (
+            f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+            "img-src 'self'; connect-src 'self'; form-action 'self'; base-uri 'none'; "
+            "frame-ancestors 'none'"
+        )
+        extra = [
+            (b"content-security-policy", policy.encode()),
+            (b"x-frame-options", b"DENY"),
+            (b"cache-control", b"no-store"),
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"no-referrer"),
+        ]
+
+        async def send_secured(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.get("headers", [])
+                kept = [(k, v) for k, v in headers if k.lower() != b"cache-control"]
+                message = {**message, "headers": [*kept, *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_secured)
+
+
 def install_dashboard(app: Any) -> None:
-    """Register the login redirect for dashboard pages."""
+    """Register the login redirect for dashboard pages and the dashboard's headers."""
 
     @app.exception_handler(LoginRequired)
     async def _to_login(request: Request, exc: LoginRequired) -> Response:
-        response = RedirectResponse("/dashboard/login", status_code=303)
-        response.delete_cookie(COOKIE, path="/dashboard")
+        response = RedirectResponse(f"{PREFIX}/login", status_code=303)
+        response.delete_cookie(COOKIE, path=PREFIX)
         return response
+
+    app.add_middleware(DashboardHeaders)
 
 
 @router.get("/login", response_class=HTMLResponse)
 async def login_form(request: Request) -> HTMLResponse:
-    return templates.TemplateResponse(request, "login.html", {"error": None})
+    return _render(request, "login.html", {"error": None})
 
 
 @router.post("/login", response_class=HTMLResponse)
 async def login(
     request: Request, settings: SettingsDep, key: Annotated[str, Form(max_length=512)] = ""
 ) -> Response:
-    digest = hashlib.sha256(key.encode()).hexdigest()
-    admin = False
-    for known in settings.admin_key_digests:
-        if hmac.compare_digest(known, digest):
-            admin = True
-    if not admin:
-        return templates.TemplateResponse(
+    """Open a session for an operator key. A wrong key counts against the client's address
+    (`api/failures.py`): past the limit, a 429 problem with `Retry-After`."""
+    digest = operator_key_digest(settings, key)
+    if digest is None:
+        if (wait := await count_failure(request)) is not None:
+            return too_many_failures(request, wait)
+        return _render(
             request, "login.html", {"error": "That is not an operator key."}, status_code=401
         )
-    response = RedirectResponse("/dashboard", status_code=303)
+    response = RedirectResponse(PREFIX, status_code=303)
     response.set_cookie(
         COOKIE,
-        new_session(settings),
+        await _sessions(request).open(digest),
         max_age=SESSION_SECONDS,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
-        path="/dashboard",
+        # Not left to the scheme uvicorn sees: behind a TLS-terminating proxy it is http.
+        secure=settings.environment != "development",
+        path=PREFIX,
     )
     return response
 
 
 @router.post("/logout")
-async def logout() -> Response:
-    response = RedirectResponse("/dashboard/login", status_code=303)
-    response.delete_cookie(COOKIE, path="/dashboard")
+async def logout(request: Request) -> Response:
+    """End the session for good. No CSRF token is asked for: the cookie is SameSite=Strict,
+    and the worst a forged logout could do is log the operator out."""
+    await _sessions(request).end(request.cookies.get(COOKIE))
+    response = RedirectResponse(f"{PREFIX}/login", status_code=303)
+    response.delete_cookie(COOKIE, path=PREFIX)
     return response
 
 
@@ -128,7 +202,7 @@ async def queue_control(
 async def overview(
     request: Request, settings: SettingsDep, redis: RedisDep, store: StoreDep
 ) -> HTMLResponse:
-    session = _session(request, settings)
+    session = await _session(request)
     summary = await _summary(redis, settings, store)
     failed = await store.list_dead_letters(limit=5)
     return _page(request, "overview.html", session, **summary, failures=failed.items)
@@ -138,14 +212,13 @@ async def overview(
 async def summary(
     request: Request, settings: SettingsDep, redis: RedisDep, store: StoreDep
 ) -> JSONResponse:
-    _session(request, settings)
+    await _session(request)
     return JSONResponse(await _summary(redis, settings, store))
 
 
 @router.get("/jobs", response_class=HTMLResponse)
 async def jobs_page(
     request: Request,
-    settings: SettingsDep,
     store: StoreDep,
     q: Annotated[str, Query(max_length=64)] = "",
     state: Annotated[str, Query(max_length=16)] = "",
@@ -153,7 +226,7 @@ async def jobs_page(
     account: Annotated[str, Query(max_length=64)] = "",
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> HTMLResponse:
-    session = _session(request, settings)
+    session = await _session(request)
     if q and JOB_ID_PATTERN.fullmatch(q.strip()):
         found = await store.get(q.strip())
         items, next_cursor = ([found] if found else []), None
@@ -171,10 +244,8 @@ async def jobs_page(
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-async def job_page(
-    request: Request, job_id: str, settings: SettingsDep, store: StoreDep
-) -> HTMLResponse:
-    session = _session(request, settings)
+async def job_page(request: Request, job_id: str, store: StoreDep) -> HTMLResponse:
+    session = await _session(request)
     record = await store.get(job_id) if JOB_ID_PATTERN.fullmatch(job_id) else None
     if record is None:
         return _page(request, "missing.html", session, what=f"job {job_id[:64]}")
@@ -185,11 +256,10 @@ async def job_page(
 @router.get("/dead-letters", response_class=HTMLResponse)
 async def dead_letters_page(
     request: Request,
-    settings: SettingsDep,
     store: StoreDep,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> HTMLResponse:
-    session = _session(request, settings)
+    session = await _session(request)
     page = await store.list_dead_letters(limit=50, cursor=cursor)
     return _page(
         request, "dead_letters.html", session, dead=page.items, next_cursor=page.next_cursor
@@ -197,10 +267,10 @@ async def dead_letters_page(
 
 
 async def _posted_dead_letter(
-    request: Request, settings: Any, store: Any, job_id: str, csrf: str
+    request: Request, store: Any, job_id: str, csrf: str
 ) -> JobRecord | None:
     """For a form post on a dead letter: check the session and CSRF token, find it."""
-    _check_csrf(request, _session(request, settings), csrf)
+    _check_csrf(request, await _session(request), csrf)
     return await store.get_dead_letter(job_id) if JOB_ID_PATTERN.fullmatch(job_id) else None
 
 
@@ -208,11 +278,10 @@ async def _posted_dead_letter(
 async def replay(
     request: Request,
     job_id: str,
-    settings: SettingsDep,
     store: StoreDep,
     csrf: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
-    record = await _posted_dead_letter(request, settings, store, job_id, csrf)
+    record = await _posted_dead_letter(request, store, job_id, csrf)
     if record is None:
         return RedirectResponse("/dashboard/dead-letters", status_code=303)
     enqueued = await store.replay(record)
@@ -223,11 +292,10 @@ async def replay(
 async def purge(
     request: Request,
     job_id: str,
-    settings: SettingsDep,
     store: StoreDep,
     csrf: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
-    record = await _posted_dead_letter(request, settings, store, job_id, csrf)
+    record = await _posted_dead_letter(request, store, job_id, csrf)
     if record is not None:
         await store.purge_dead_letter(record)
     return RedirectResponse("/dashboard/dead-letters", status_code=303)
@@ -242,15 +310,15 @@ def _deliveries(request: Request) -> DeliveryLog:
 
 
 @router.get("/webhooks", response_class=HTMLResponse)
-async def webhooks_page(request: Request, settings: SettingsDep) -> HTMLResponse:
-    session = _session(request, settings)
+async def webhooks_page(request: Request) -> HTMLResponse:
+    session = await _session(request)
     endpoints = await _endpoints(request).list(None)
     return _page(request, "webhooks.html", session, endpoints=endpoints)
 
 
 @router.get("/webhooks/{endpoint_id}", response_class=HTMLResponse)
-async def webhook_page(request: Request, endpoint_id: str, settings: SettingsDep) -> HTMLResponse:
-    session = _session(request, settings)
+async def webhook_page(request: Request, endpoint_id: str) -> HTMLResponse:
+    session = await _session(request)
     endpoint = await _endpoints(request).get(endpoint_id[:64])
     if endpoint is None:
         return _page(request, "missing.html", session, what=f"endpoint {endpoint_id[:64]}")
@@ -268,10 +336,9 @@ async def webhook_page(request: Request, endpoint_id: str, settings: SettingsDep
 async def retry_delivery(
     request: Request,
     delivery_id: str,
-    settings: SettingsDep,
     csrf: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
-    session = _session(request, settings)
+    session = await _session(request)
     _check_csrf(request, session, csrf)
     log = _deliveries(request)
     delivery = await log.get(delivery_id[:64])

@@ -14,6 +14,8 @@ from jobs.errors import NotFound
 from jobs.webhooks import DeliveryLog, Endpoint, EndpointStore
 
 router = APIRouter(tags=["webhooks"])
+# An answer that carries a secret is kept by no cache, the browser's included.
+NO_STORE = {"Cache-Control": "no-store"}
 
 EVENT_TYPES = tuple(REGISTRY.event_types())
 EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
@@ -85,7 +87,7 @@ async def create_endpoint(
     return JSONResponse(
         {**endpoint.public(), "secret": secret},
         status_code=201,
-        headers={"Location": f"/v1/webhook-endpoints/{endpoint.id}"},
+        headers={"Location": f"/v1/webhook-endpoints/{endpoint.id}", **NO_STORE},
     )
 
 
@@ -112,11 +114,11 @@ async def delete_endpoint(endpoint: OwnedEndpoint, services: ServicesDep) -> Res
 
 
 @router.post("/v1/webhook-endpoints/{endpoint_id}/rotate-secret", response_model=EndpointWithSecret)
-async def rotate_secret(endpoint: OwnedEndpoint, endpoints: EndpointsDep) -> dict[str, Any]:
+async def rotate_secret(endpoint: OwnedEndpoint, endpoints: EndpointsDep) -> JSONResponse:
     """A new secret, shown once; the previous one keeps signing (both signatures are sent)
     for WEBHOOK_SECRET_OVERLAP_SECONDS, 24 hours by default."""
     secret = await endpoints.rotate_secret(endpoint)
-    return {**endpoint.public(), "secret": secret}
+    return JSONResponse({**endpoint.public(), "secret": secret}, headers=NO_STORE)
 
 
 @router.get("/v1/webhook-endpoints/{endpoint_id}/deliveries")

@@ -4,6 +4,12 @@ Transient errors (`TransientError`, connection errors, timeouts) are retried
 with exponential backoff and full jitter, honouring a server's retry-after;
 everything else is permanent and fails the job at once. Exceptions outside the
 service's error tree are translated here, once.
+
+What a translated error says is shown to tenants (the job's `error`, its attempts, its
+webhook events), so it names what failed and nothing of the inside: no exception text
+(hosts, ports, paths, values). An unexpected exception becomes `internal_error` with a
+reference; the reference, the exception and its traceback go to the log, and the
+traceback (which ends with the exception's message) to the dead letter, for operators.
 """
 
 from __future__ import annotations
@@ -26,17 +32,25 @@ MAX_RETRY_AFTER_S = 6 * 3600.0
 INFRASTRUCTURE_ERROR = "redis_unavailable"
 
 
+UNEXPECTED = "an unexpected error occurred"
+
+
 def as_service_error(exc: BaseException) -> ServiceError:
-    """Translate any exception into the error tree."""
+    """Translate any exception into the error tree, with a message fit for tenants."""
     if isinstance(exc, ServiceError):
         return exc
     if isinstance(exc, RedisConnectionError | RedisTimeoutError):
-        return TransientError(f"Redis is unreachable: {exc}", type=INFRASTRUCTURE_ERROR)
+        return TransientError("Redis is unreachable", type=INFRASTRUCTURE_ERROR)
     if isinstance(exc, TimeoutError):
-        return TransientError(f"timed out: {exc}" if str(exc) else "timed out", type="timeout")
+        return TransientError("timed out", type="timeout")
     if isinstance(exc, ConnectionError | OSError):
-        return TransientError(f"{type(exc).__name__}: {exc}", type="connection_error")
-    return ServiceError(f"{type(exc).__name__}: {exc}", type="internal_error")
+        return TransientError("a network connection failed", type="connection_error")
+    return ServiceError(UNEXPECTED, type="internal_error")
+
+
+def internal_detail(exc: BaseException) -> str:
+    """The exception as operators read it (`Type: message`); never shown to tenants."""
+    return f"{type(exc).__name__}: {exc}"
 
 
 def backoff_window(attempt: int, settings: Settings) -> float:
@@ -54,6 +68,8 @@ class Decision:
     traceback: str
     defer_s: float = 0.0
     window_s: float = 0.0
+    # The exception as operators read it, when the error shown says less (for the log).
+    detail: str | None = None
 
 
 def full_jitter(attempt: int, settings: Settings, rng: random.Random) -> tuple[float, float]:
@@ -73,14 +89,21 @@ def decide(
     """Retry a transient failure with attempts left, after the kind's backoff (full jitter
     by default) and at least the server's retry-after; else fail."""
     error = as_service_error(exc)
+    shown = error.as_error()
+    detail = None
+    if error is not exc:
+        detail = internal_detail(exc)
+        if error.type == "internal_error":
+            shown["message"] = f"{UNEXPECTED} (reference err_{rng.getrandbits(48):012x})"
+            detail = f"{shown['message']}: {detail}"
     trace = "".join(traceback.format_exception(exc))
     if not error.retryable or attempt >= max_attempts:
-        return Decision(retry=False, error=error.as_error(), traceback=trace)
+        return Decision(retry=False, error=shown, traceback=trace, detail=detail)
     backoff = kind.backoff if kind is not None and kind.backoff else full_jitter
     defer, window = backoff(attempt, settings, rng)
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:
         defer = max(defer, min(float(retry_after), MAX_RETRY_AFTER_S))
     return Decision(
-        retry=True, error=error.as_error(), traceback=trace, defer_s=defer, window_s=window
+        retry=True, error=shown, traceback=trace, defer_s=defer, window_s=window, detail=detail
     )

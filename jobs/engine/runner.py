@@ -223,6 +223,10 @@ async def _record_failure(
     record = run.record
     decision = decide(exc, record.attempt, record.max_attempts, deps.settings, deps.rng, kind)
     tracing.current().fail(decision.error["type"], decision.error["message"], exc)
+    if decision.detail:
+        # What the job's error leaves out (tenants read it), for operators.
+        log.warning("job %s attempt %d: %s", record.id, record.attempt, decision.detail,
+                    exc_info=exc)  # fmt: skip
     if decision.error["type"] == INFRASTRUCTURE_ERROR:
         # Redis went away under the handler: not the job's failure, so no attempt is spent.
         back = HandBack(decision.error["message"], defer_s=deps.settings.worker_lease_seconds)

@@ -3,7 +3,8 @@
 `endpoints.py` registers endpoints and keeps their secrets and health; `publisher.py`
 turns each finished job into one delivery per subscribed endpoint; `deliveries.py` runs
 each delivery as a job of the engine, one HTTP attempt (`attempt.py`) per job attempt;
-`ssrf.py` keeps deliveries off private networks.
+`ssrf.py` keeps deliveries off private networks, and `transport.py` sends each attempt to
+the address it checked.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from jobs.engine import Domain, JobKind
 from jobs.webhooks.deliveries import KIND, DeliveryLog, deliver, schedule_backoff
 from jobs.webhooks.endpoints import Endpoint, EndpointStore
 from jobs.webhooks.publisher import publish_job_event
+from jobs.webhooks.transport import WebhookClient, open_webhook_client
 
 __all__ = ["DELIVERY", "WEBHOOKS", "DeliveryLog", "Endpoint", "EndpointStore"]
 
@@ -25,4 +27,9 @@ DELIVERY = JobKind(
     retention_s=lambda settings: settings.webhook_log_retention_seconds,
 )
 
-WEBHOOKS = Domain("webhooks", kinds=[DELIVERY], listeners=[publish_job_event])
+WEBHOOKS = Domain(
+    "webhooks",
+    kinds=[DELIVERY],
+    resources=[(WebhookClient, open_webhook_client)],
+    listeners=[publish_job_event],
+)

@@ -1,5 +1,6 @@
 """One HTTP attempt of a delivery: signed afresh, sent to the address the SSRF guard
-checked, its answer read raw and capped. It never raises: every failure is an outcome."""
+checked, its answer read raw and capped. It never raises: every failure is an outcome.
+`WEBHOOK_TIMEOUT_SECONDS` bounds the whole attempt, resolving the name included."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from standardwebhooks import Webhook
 
 from jobs import tracing
 from jobs.webhooks.ssrf import UnsafeURL, resolve_target
+from jobs.webhooks.transport import WebhookClient
 
 # What an attempt keeps of a receiver's answer: its body's first bytes, and at most this
 # much of any header or error it logs.
@@ -54,7 +56,7 @@ def _retry_after(value: str | None) -> float | None:
 
 
 async def attempt_delivery(
-    client: httpx.AsyncClient,
+    client: WebhookClient,
     url: str,
     signing_secrets: list[str],
     webhook_id: str,
@@ -64,53 +66,51 @@ async def attempt_delivery(
     allow_private: bool,
 ) -> AttemptOutcome:
     """POST the event once, signed afresh with every signing secret; never raises."""
+    clock = time.monotonic()
+    resolving = True
     try:
-        target = await resolve_target(url, allow_private)
+        # httpx's timeout bounds each phase; this bounds the attempt: the DNS lookup and a
+        # receiver that dribbles its answer byte by byte alike.
+        async with asyncio.timeout(timeout_s):
+            target = await resolve_target(url, allow_private, timeout_s=None)
+            resolving, clock = False, time.monotonic()
+            moment = datetime.now(UTC)
+            signature = " ".join(
+                Webhook(secret).sign(webhook_id, moment, body) for secret in signing_secrets
+            )
+            headers = {
+                "content-type": "application/json",
+                "user-agent": USER_AGENT,
+                # The answer is read raw: a receiver cannot make us inflate a compressed body.
+                "accept-encoding": "identity",
+                "webhook-id": webhook_id,
+                "webhook-timestamp": str(int(moment.timestamp())),
+                "webhook-signature": signature,
+            }
+            tracing.inject_headers(headers)  # `traceparent` of this attempt's span, if tracing
+            request = client.http.build_request(
+                "POST", target.url, content=body.encode(), headers=headers
+            )
+            with client.pinned(target):
+                response = await client.http.send(request, stream=True)
+                try:
+                    excerpt = b""
+                    async for chunk in response.aiter_raw():
+                        excerpt += chunk
+                        if len(excerpt) >= EXCERPT_BYTES:
+                            break
+                finally:
+                    await response.aclose()
     except UnsafeURL as exc:
         return AttemptOutcome(error=f"refused: {exc.message}"[:ERROR_CHARS])
-    moment = datetime.now(UTC)
-    clock = time.monotonic()
-    try:
-        signature = " ".join(
-            Webhook(secret).sign(webhook_id, moment, body) for secret in signing_secrets
-        )
-        headers = {
-            "Host": target.host_header,
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
-            # The answer is read raw: a receiver cannot make us inflate a compressed body.
-            "accept-encoding": "identity",
-            "webhook-id": webhook_id,
-            "webhook-timestamp": str(int(moment.timestamp())),
-            "webhook-signature": signature,
-        }
-        tracing.inject_headers(headers)  # `traceparent` of this attempt's span, while tracing
-        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-        request = client.build_request(
-            "POST",
-            target.pinned_url(),
-            content=body.encode(),
-            headers=headers,
-            extensions=extensions,
-        )
-        # httpx's timeout bounds each phase; this bounds the attempt (a receiver that
-        # dribbles its answer byte by byte).
-        async with asyncio.timeout(timeout_s):
-            response = await client.send(request, stream=True)
-            try:
-                excerpt = b""
-                async for chunk in response.aiter_raw():
-                    excerpt += chunk
-                    if len(excerpt) >= EXCERPT_BYTES:
-                        break
-            finally:
-                await response.aclose()
     except (httpx.TimeoutException, TimeoutError):
+        if resolving:
+            return AttemptOutcome(error=f"the host did not resolve within {timeout_s:g}s")
         return AttemptOutcome(
             error=f"no answer within {timeout_s:g}s",
             latency_ms=round((time.monotonic() - clock) * 1000),
         )
-    except (httpx.HTTPError, UnicodeError, ValueError, OSError) as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, UnicodeError, ValueError, OSError) as exc:
         return AttemptOutcome(
             error=f"{type(exc).__name__}: {exc}"[:ERROR_CHARS],
             latency_ms=round((time.monotonic() - clock) * 1000),

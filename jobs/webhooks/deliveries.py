@@ -30,6 +30,7 @@ from jobs.logs import JOB_CONTEXT_VAR
 from jobs.settings import Settings
 from jobs.webhooks.attempt import AttemptOutcome, attempt_delivery
 from jobs.webhooks.endpoints import Endpoint, EndpointStore, endpoint_deliveries_key
+from jobs.webhooks.transport import WebhookClient
 
 log = logging.getLogger("jobs.webhooks")
 
@@ -279,7 +280,7 @@ async def deliver(run: JobRun, args: dict[str, Any]) -> dict[str, Any]:
         },
     ) as traced:
         outcome = await attempt_delivery(
-            deps.http,
+            deps.get(WebhookClient),
             endpoint.url,
             endpoints.signing_secrets(endpoint),
             args["webhook_id"],

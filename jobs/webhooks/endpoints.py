@@ -113,7 +113,11 @@ class EndpointStore:
     async def create(self, account: str, url: str, events: list[str]) -> tuple[Endpoint, str]:
         """Register an endpoint after checking its URL; returns it and its secret. An account
         has at most WEBHOOK_MAX_ENDPOINTS_PER_ACCOUNT (`Conflict` beyond)."""
-        await resolve_target(url, self.settings.webhook_allow_private_networks)
+        await resolve_target(
+            url,
+            self.settings.webhook_allow_private_networks,
+            timeout_s=self.settings.webhook_timeout_seconds,
+        )
         endpoint_id = f"we_{ULID()}"
         secret = new_secret()
         endpoint = Endpoint(

@@ -67,6 +67,18 @@ async def crash_bug(run: JobRun, args: dict[str, Any]) -> dict[str, Any]:
     raise KeyError("missing")
 
 
+# What an unexpected exception may carry: addresses, users, secrets. None of it is the
+# tenant's to read.
+LEAKED = "10.0.0.7:5432 user=svc password=hunter2"
+
+
+async def leaky_bug(run: JobRun, args: dict[str, Any]) -> dict[str, Any]:
+    """Raises an exception whose message holds internals: a bug, or a network failure."""
+    if args.get("network"):
+        raise ConnectionRefusedError(111, f"Connect call failed to {LEAKED}")
+    raise RuntimeError(f"could not reach {LEAKED}")
+
+
 async def unstorable(run: JobRun, args: dict[str, Any]) -> Any:
     """Returns a result that is not JSON (a bug in a handler)."""
     return {"when": time}
@@ -84,6 +96,7 @@ TEST_KINDS: tuple[JobKind, ...] = (
     JobKind("test.broken", broken_until_fixed),
     JobKind("test.sleepy", sleepy),
     JobKind("test.bug", crash_bug),
+    JobKind("test.leaky", leaky_bug),
     JobKind("test.suicide", suicide),
     JobKind("test.unstorable", unstorable),
     JobKind("test.redis_blip", redis_blip),

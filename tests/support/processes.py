@@ -22,8 +22,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump(mode="json").items():
         if value is None:
             continue
-        if isinstance(getattr(settings, name), SecretStr):
-            value = getattr(settings, name).get_secret_value()
+        given = getattr(settings, name)
+        if isinstance(given, SecretStr):
+            value = given.get_secret_value()
+        elif isinstance(given, list) and all(isinstance(v, SecretStr) for v in given):
+            value = ",".join(v.get_secret_value() for v in given)
         elif name == "webhook_retry_schedule":
             value = ",".join(str(v) for v in value)
         elif isinstance(value, dict | list):
