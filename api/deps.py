@@ -18,13 +18,14 @@ from jobs.engine.presenter import JobPresenter
 from jobs.engine.records import JobRecord
 from jobs.engine.store import JobStore
 from jobs.errors import Forbidden, NotFound, Unauthorized
-from jobs.settings import ACCOUNT_ID, Settings
+from jobs.settings import Settings
 from jobs.storage import Storage
 from jobs.webhooks import DeliveryLog, EndpointStore
 
 JOB_ID_PATTERN = re.compile(r"job_[0-9A-HJKMNP-TV-Z]{26}")
 # Path parameters naming an account or a job kind (operators' queue controls).
-ACCOUNT_ID_PATH = ACCOUNT_ID.pattern
+# (pydantic's patterns use Rust's regex: `$` is the very end there, no `\Z`.)
+ACCOUNT_ID_PATH = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 KIND_PATH = r"^[a-z][a-z0-9_.-]{0,63}$"
 
 

@@ -146,7 +146,8 @@ def test_arq_still_has_the_shape_the_adapter_relies_on():
     assert arq.cli.run_worker is arq.worker.run_worker
 
 
-def test_the_arq_cli_builds_the_engine_s_worker():
+def test_the_arq_cli_builds_the_engine_s_worker(monkeypatch):
+    monkeypatch.setenv("ENVIRONMENT", "development")  # the settings are read from the env
     original = arq.worker.Worker
     try:
         use_longrun_worker()

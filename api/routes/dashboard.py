@@ -189,7 +189,7 @@ async def queue_control(
     csrf: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
     """Pause or resume a job kind or an account (see /v1/queues)."""
-    _check_csrf(request, _session(request, settings), csrf)
+    _check_csrf(request, await _session(request), csrf)
     pattern = KIND_PATH if what == "kinds" else ACCOUNT_ID_PATH
     if re.fullmatch(pattern, name):
         scheduler = Scheduler(redis, settings, [])

@@ -26,6 +26,7 @@ from typing import Any
 
 import httpcore
 import httpx
+from redis.asyncio import Redis
 
 from jobs.settings import Settings
 from jobs.webhooks.ssrf import Target
@@ -117,8 +118,9 @@ class WebhookClient:
 
 
 @asynccontextmanager
-async def open_webhook_client(settings: Settings) -> AsyncIterator[WebhookClient]:
-    """The worker's `WebhookClient`, closed when the worker stops."""
+async def open_webhook_client(settings: Settings, redis: Redis) -> AsyncIterator[WebhookClient]:
+    """The worker's `WebhookClient`, closed when the worker stops (`redis`: unused; a
+    domain resource is made from the settings and the worker's Redis)."""
     client = WebhookClient(settings.webhook_timeout_seconds)
     try:
         yield client
