@@ -69,6 +69,10 @@ STEPS = (
          ("--events", "5", "--endpoints", "2", "--concurrency", "20", "--reps", "1"), 900),
     # The FIFO sides wait for a backlog of 2,000 one-second calls at 50 at once (40 s each);
     # the budget sides take 300 calls at 120 a minute (over two minutes each).
+    # Tracing off, on and before it existed: two checkouts of pinned commits (bench/otel_cost.py).
+    Step("otel_cost", "bench.otel_cost",
+         ("--jobs", "5000", "--seconds", "10", "--reps", "3"),
+         ("--jobs", "40", "--seconds", "1", "--warmup", "1", "--reps", "1"), 1500),
     Step("fairness", "bench.fairness",
          ("--backlogs", "200", "2000", "--quiet-jobs", "20", "--quiet-over", "10",
           "--delay", "1.0", "--concurrency", "50", "--budget-jobs", "300", "--budget-rpm", "120",
