@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,16 +90,18 @@ IDLE_S = 2.0
 
 @dataclass(frozen=True)
 class RedisUse:
-    """Redis's CPU seconds (all threads, and the main thread) and command calls so far."""
+    """Redis's CPU seconds (all threads, and the main thread), command calls and memory in
+    use so far."""
 
     cpu_s: float
     main_thread_cpu_s: float
     calls: dict[str, int]
     usec: int
+    memory_bytes: int
 
     @classmethod
     def read(cls, r: Redis) -> RedisUse:
-        info = r.execute_command("INFO", "cpu", "commandstats")
+        info = r.execute_command("INFO", "cpu", "commandstats", "memory")
         stats = {k[len("cmdstat_") :]: v for k, v in info.items() if k.startswith("cmdstat_")}
         return cls(
             cpu_s=float(info["used_cpu_sys"]) + float(info["used_cpu_user"]),
@@ -106,6 +109,7 @@ class RedisUse:
             + float(info.get("used_cpu_user_main_thread", 0)),
             calls={name: int(s["calls"]) for name, s in stats.items()},
             usec=sum(int(s["usec"]) for s in stats.values()),
+            memory_bytes=int(info["used_memory"]),
         )
 
     def since(self, before: RedisUse, polls: int = 0, poll_cpu_s: float = 0.0) -> dict[str, Any]:
@@ -271,8 +275,11 @@ def run_drain(
             time.sleep(POLL_S)
         drained = RedisUse.read(r)
         workers_cpu = sum(group_cpu_s(p.pid) for p in procs)
-    for proc in procs:
-        children.stop(proc)
+        for proc in procs:
+            children.stop(proc)
+        # Memory once the workers' connections (and their buffers) are gone.
+        wait_for(lambda: r.info("clients")["connected_clients"] <= 1, 30, "disconnects", 0.05)
+        retained = RedisUse.read(r).memory_bytes - at_start.memory_bytes
     enqueue_use = enqueued.since(at_start)
     drain_use = drained.since(enqueued, polls, poll_cpu)
     first, last = progress[0][0], progress[-1][0]
@@ -298,6 +305,10 @@ def run_drain(
         # From the workers' spawn to the last job: start-up is in it, so it is a floor.
         "drain_redis_busy_percent": 100 * drain_use["cpu_s"] / max(1e-6, last - spawned),
         "ceiling_jobs_per_s": jobs / max(1e-9, total_cpu),
+        # What the finished jobs leave in Redis (records, indexes; each side's own retention).
+        "retained_bytes_per_job": retained / jobs,
+        # The job's Redis CPU in GET round trips: a yardstick that travels between machines.
+        "get_equivalents_per_job": total_cpu / jobs / max(1e-9, poll_cpu),
         "workers_cpu_s": round(workers_cpu, 2),
         "machine": meter.read(workers_cpu + drain_use["cpu_s"]),
     }
@@ -381,6 +392,8 @@ DRAIN_FIGURES = (
     ("drain_redis_cpu_us_per_job", "Redis CPU per job, drain", "us", "lower", 1),
     ("drain_redis_busy_percent", "Redis busy while draining", "% of a core", None, 0),
     ("ceiling_jobs_per_s", "ceiling of one Redis core", "jobs/s", "higher", None),
+    ("get_equivalents_per_job", "Redis CPU per job in GET round trips", "GETs", "lower", 1),
+    ("retained_bytes_per_job", "Redis memory per finished job", "bytes", "lower", 0),
 )
 HTTP_FIGURES = (
     ("requests_per_s", "requests/s", "requests/s", "higher", None),
@@ -439,6 +452,11 @@ def declare(recorder: Recorder, plan: Plan) -> None:
         sid = side_id(side, workers)
         for suffix, label, unit, better, digits in HTTP_FIGURES:
             recorder.figure(f"{sid}.{suffix}", f"{sid}: {label}", unit, better, digits=digits)
+    if plan.drains:
+        recorder.figure(
+            "redis.get_cpu_us", "Redis CPU of one GET round trip (the machine's yardstick)",
+            "us", None, digits=1,
+        )  # fmt: skip
     for name, http, worker in plan.api_pairs:
         recorder.figure(
             f"{name}.ceiling_jobs_per_s",
@@ -468,6 +486,9 @@ def record(recorder: Recorder, result: dict[str, Any]) -> None:
 def record_derived(recorder: Recorder, plan: Plan, runs: list[dict[str, Any]], rep: int) -> None:
     """This repetition's projected API ceilings and WAIT ratios (each config ran once)."""
     mine = {side_id(r["side"], r["workers"]): r for r in runs if r["rep"] == rep}
+    gets = [r["poll_cpu_us"] for r in mine.values() if r["part"] == "drain"]
+    if gets:
+        recorder.add("redis.get_cpu_us", statistics.median(gets))
     for name, http, worker in plan.api_pairs:
         if http in mine and worker in mine:
             cpu_us = (

@@ -90,6 +90,8 @@ def body(view: View) -> list[str]:
                 ("of which drain", "drain_redis_cpu_us_per_job", None),
                 ("Redis busy while draining, % of a core", "drain_redis_busy_percent", None),
                 ("one Redis core's ceiling, jobs/s", "ceiling_jobs_per_s", None),
+                ("Redis CPU per job in GET round trips", "get_equivalents_per_job", None),
+                ("Redis memory per finished job, bytes", "retained_bytes_per_job", None),
             ],
         ),
         "",
@@ -118,6 +120,19 @@ def body(view: View) -> list[str]:
             f" Redis with nothing to do used {view.fmt('redis.idle_cpu_percent')} % of a core; "
             "that housekeeping is in every phase's CPU, so in the per-job figures too."
         )
+    if view.has("redis.get_cpu_us"):
+        lines[-1] += (
+            f" One `GET` round trip cost this Redis {view.fmt('redis.get_cpu_us')} us of CPU "
+            "(median of each repetition's measurements): a job's cost in GET round trips "
+            "carries the projection to another machine, whose Redis serves a known rate of "
+            "unpipelined GETs per core."
+        )
+    lines[-1] += (
+        " Memory per finished job is Redis's `used_memory` after the drain over before the "
+        "enqueue, per job: what each side keeps of a finished job (ours: the record, its "
+        "attempts and indexes, for JOB_RETENTION_SECONDS; arq: its result; SAQ: its job), "
+        "client buffers included."
+    )
     paths = s.get("api_paths") or {}
     projected = [
         f"- {what} (`{paths[name][0]}` per request plus `{paths[name][1]}`'s drain per job): "
