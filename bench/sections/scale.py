@@ -128,10 +128,10 @@ def body(view: View) -> list[str]:
             "unpipelined GETs per core."
         )
     lines[-1] += (
-        " Memory per finished job is Redis's `used_memory` after the drain over before the "
-        "enqueue, per job: what each side keeps of a finished job (ours: the record, its "
-        "attempts and indexes, for JOB_RETENTION_SECONDS; arq: its result; SAQ: its job), "
-        "client buffers included."
+        " Memory per finished job is `MEMORY USAGE` of every key after the drain, per job: "
+        "what each side keeps of a finished job (ours: the record, its attempts and index "
+        "entries, for JOB_RETENTION_SECONDS; arq: its result; SAQ: its job), without the "
+        "allocator's own overhead."
     )
     paths = s.get("api_paths") or {}
     projected = [
