@@ -31,14 +31,10 @@ from tests.conftest import ACME_KEY, ADMIN_KEY, eventually, make_settings
 from tests.support.api_server import ApiServer
 from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.processes import kill, start_worker
-from tests.support.sentinel import SentinelDeployment, node, sentinel_available
+from tests.support.sentinel import SentinelDeployment, node
 from tests.support.services import S3Server
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.timeout(180),
-    pytest.mark.skipif(not sentinel_available(), reason="needs redis-server (--sentinel)"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 N_ANALYSES = 240
 LOAD_S = 12.0  # the analyses are posted evenly over this window
