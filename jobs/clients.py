@@ -25,7 +25,7 @@ from redis.asyncio.sentinel import (
     SentinelManagedConnection,
     SentinelManagedSSLConnection,
 )
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -52,6 +52,33 @@ def redis_retry(settings: Settings) -> Retry:
     return Retry(
         ExponentialBackoff(cap=_BACKOFF_CAP_S, base=_BACKOFF_BASE_S), retries, _RETRY_CONNECT_ON
     )
+
+
+async def _connect_once(conn: SentinelManagedConnection, address: tuple[str, int]) -> None:
+    # redis-py retries a connect to the address it was given, with the connection's own
+    # Retry: ~REDIS_RETRY_SECONDS against the dead primary before asking the Sentinels
+    # again. One try here; the caller's Retry asks the Sentinels before each next try.
+    retry, conn.retry = conn.retry, Retry(NoBackoff(), 0)
+    try:
+        await SentinelManagedConnection.connect_to(conn, address)
+    finally:
+        conn.retry = retry
+
+
+class FailoverConnection(SentinelManagedConnection):
+    """A connection to the primary the Sentinels name, asked again at every connect try."""
+
+    async def connect_to(self, address: tuple[str, int]) -> None:
+        """Connect to `address` once (see `_connect_once`)."""
+        await _connect_once(self, address)
+
+
+class FailoverSSLConnection(SentinelManagedSSLConnection):
+    """`FailoverConnection` over TLS."""
+
+    async def connect_to(self, address: tuple[str, int]) -> None:
+        """Connect to `address` once (see `_connect_once`)."""
+        await _connect_once(self, address)
 
 
 class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
@@ -93,7 +120,7 @@ def redis_pool(settings: Settings) -> BlockingConnectionPool:
     return BlockingSentinelConnectionPool(
         settings.redis_sentinel_master,
         sentinels,
-        connection_class=SentinelManagedSSLConnection if tls else SentinelManagedConnection,
+        connection_class=FailoverSSLConnection if tls else FailoverConnection,
         **size,
         **url,
         **_connection_options(settings),

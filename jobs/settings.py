@@ -259,7 +259,9 @@ class Settings(BaseSettings):
     @field_validator("redis_sentinels", mode="before")
     @classmethod
     def _parse_sentinels(cls, value: object) -> object:
-        if isinstance(value, str):
+        if isinstance(value, str) and value.strip().startswith("["):
+            value = json.loads(value)  # also a JSON list of "host:port" or [host, port]
+        elif isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
         if not isinstance(value, list):
             raise ValueError("must be comma-separated host:port, e.g. s1:26379,s2:26379")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError, ResponseError
+from redis.exceptions import ReadOnlyError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobs.engine.registry import JobKind
@@ -42,9 +42,12 @@ FAILOVER_REPLIES = ("READONLY", "NOREPLICAS", "MASTERDOWN", "UNBLOCKED", "LOADIN
 
 def is_failover(exc: BaseException) -> bool:
     """Whether `exc` is Redis being unreachable or switching primaries: worth a retry.
-    (The Sentinel client's `MasterNotFoundError` is a ConnectionError.)"""
+    (The Sentinel client's `MasterNotFoundError` is a ConnectionError; redis-py turns a
+    connection lost under a WATCH into a WatchError, which it cannot retry.)"""
     if isinstance(exc, RedisConnectionError | RedisTimeoutError | ReadOnlyError):
         return True
+    if isinstance(exc, WatchError):
+        return isinstance(exc.__context__, RedisConnectionError | RedisTimeoutError)
     return isinstance(exc, ResponseError) and str(exc).startswith(FAILOVER_REPLIES)
 
 
