@@ -44,6 +44,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
+import signal
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -290,6 +293,9 @@ def run_drain(
             time.sleep(POLL_S)
         drained = RedisUse.read(r)
         workers_cpu = sum(group_cpu_s(p.pid) for p in procs)
+        for proc in procs:  # all at once: each then stops in the same grace period
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
         for proc in procs:
             children.stop(proc)
         # Once the workers are gone, nothing they do on shutdown is missed.
