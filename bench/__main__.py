@@ -79,6 +79,12 @@ STEPS = (
           "--budget-burst", "10", "--reps", "3"),
          ("--backlogs", "20", "60", "--quiet-jobs", "4", "--quiet-over", "1", "--delay", "0.2",
           "--concurrency", "10", "--budget-jobs", "24", "--reps", "1"), 4500),
+    # Drains of 3,000 jobs by 1, 2 and 4 worker processes (ours, raw arq, SAQ; ours with a
+    # replica at 4), wrk for 5 s at 1, 2 and 4 uvicorn workers with and without WAIT.
+    Step("scale", "bench.scale",
+         ("--jobs", "3000", "--reps", "3"),
+         ("--jobs", "40", "--workers", "2", "--replica-workers", "1", "--http-workers", "1",
+          "--seconds", "1", "--reps", "1"), 900),
 )  # fmt: skip
 NAMES = tuple(step.name for step in STEPS)
 RUNLOG = "runlog.json"  # which steps ran, their exit codes and times (not tracked)

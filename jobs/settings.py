@@ -54,6 +54,20 @@ def parse_key_spec(spec: str) -> str:
     raise ValueError("each key must start with 'sha256:' or 'plain:'")
 
 
+def parse_host_port(item: object) -> tuple[str, int]:
+    """One `host:port` (`[v6]:port` for IPv6) of `REDIS_SENTINELS`, as (host, port)."""
+    if isinstance(item, tuple | list) and len(item) == 2:
+        host, port_text = str(item[0]), str(item[1])
+    elif isinstance(item, str):
+        host, _, port_text = item.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+    else:
+        raise ValueError(f"{item!r}: not host:port")
+    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{item!r}: give host:port, e.g. sentinel-1:26379")
+    return host, int(port_text)
+
+
 class AccountLimits(BaseModel):
     """One account's limits (`ACCOUNT_LIMITS`); an absent limit is no limit."""
 
@@ -78,6 +92,13 @@ class Settings(BaseSettings):
     # How long a command is retried while Redis is unreachable or still loading its AOF (a
     # restart, a failover) before the caller sees the error.
     redis_retry_seconds: float = Field(20.0, ge=0, le=600)
+    # Sentinel: `host:port,...`; the primary named `redis_sentinel_master` is found through
+    # them and `redis_url` gives only the database and password.
+    redis_sentinels: Annotated[list[tuple[str, int]], NoDecode] = Field(default_factory=list)
+    redis_sentinel_master: str = Field("mymaster", min_length=1)
+    # Above 0: an enqueue is acknowledged (202) only once this many replicas hold it (WAIT).
+    redis_min_replicas: int = Field(0, ge=0, le=16)
+    redis_replica_timeout_seconds: float = Field(1.0, gt=0, le=60)
     queue_name: str = "arq:queue"
 
     s3_endpoint_url: str | None = None
@@ -234,6 +255,17 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _parse_sentinels(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().startswith("["):
+            value = json.loads(value)  # also a JSON list of "host:port" or [host, port]
+        elif isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list):
+            raise ValueError("must be comma-separated host:port, e.g. s1:26379,s2:26379")
+        return [parse_host_port(item) for item in value]
 
     @field_validator("redis_url")
     @classmethod

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install, from Debian's packages, what the tests need of the system and find missing:
 #   python3 and python3-venv  scripts/setup.sh makes .venv with them
-#   redis-server              the tests start Redis servers of their own
+#   redis-server              the tests start Redis servers of their own, and Sentinels
+#                             (`redis-server --sentinel`: tests/test_failover.py, the chaos run)
 #   prometheus (promtool)     tests/test_observability.py checks the alert rules with it
 #   chromium                  tests/test_dashboard.py drives it (CHROMIUM=/path picks another)
 # When all are there it does nothing (no apt). Otherwise it runs apt-get as root, or through

@@ -371,6 +371,71 @@ FAIRNESS_DIGITS = (
 )
 for _fid, _entry in FAIRNESS["figures"].items():
     _entry["digits"] = next(d for suffix, d in FAIRNESS_DIGITS if _fid.endswith(suffix))
+SCALE = envelope(
+    "scale",
+    {
+        "ours-w1.jobs_per_s": ("ours-w1: jobs/s", "jobs/s", "higher", [2210.4, 2187.9, 2251.3]),
+        "ours-w4.jobs_per_s": ("ours-w4: jobs/s", "jobs/s", "higher", [3105.2, 2988.6, 3177.4]),
+        "ours-w4.redis_cpu_us_per_job": ("ours-w4: Redis CPU", "us", "lower", [41.3, 44.8, 39.9]),
+        "ours-w4.redis_commands_per_job": ("ours-w4: commands", "commands", "lower", [61.2] * 3),
+        "ours-w4.ceiling_jobs_per_s": (
+            "ours-w4: ceiling",
+            "jobs/s",
+            "higher",
+            [24213, 22321, 25062],
+        ),
+        "saq-w4.redis_cpu_us_per_job": ("saq-w4: Redis CPU", "us", "lower", [18.4, 19.1, 18.2]),
+        "saq-w4.redis_commands_per_job": ("saq-w4: commands", "commands", "lower", [19.3] * 3),
+        "saq-w4.ceiling_jobs_per_s": ("saq-w4: ceiling", "jobs/s", "higher", [54347, 52356, 54945]),
+        "http-w1.requests_per_s": (
+            "http-w1: requests/s",
+            "requests/s",
+            "higher",
+            [3021, 2954, 3102],
+        ),
+        "http-w4.requests_per_s": (
+            "http-w4: requests/s",
+            "requests/s",
+            "higher",
+            [4410, 4376, 4518],
+        ),
+        "http-wait-w4.requests_per_s": (
+            "wait: requests/s",
+            "requests/s",
+            "higher",
+            [3807, 3711, 3902],
+        ),
+        "ours-api.redis_cpu_us_per_job": ("ours-api: Redis CPU", "us", "lower", [52.7, 55.1, 50.2]),
+        "ours-api.ceiling_jobs_per_s": (
+            "ours-api: ceiling",
+            "jobs/s",
+            "higher",
+            [18975, 18149, 19920],
+        ),
+        "ours-api-wait.ceiling_jobs_per_s": (
+            "wait: ceiling",
+            "jobs/s",
+            "higher",
+            [14104, 13587, 14641],
+        ),
+        "ratio.w4.wait_over_plain": ("wait/plain", "x", "higher", [0.86, 0.85, 0.86]),
+    },
+    {
+        "jobs": 3000,
+        "job": "one INCR",
+        "wrk": "-t1 -c64, 5 s after a 1 s warm-up",
+        "sides": {
+            "ours-w1": "1 worker process",
+            "ours-w4": "4 worker processes",
+            "saq-w4": "4 worker processes, concurrency=100",
+            "http-w1": "uvicorn --workers 1",
+            "http-w4": "uvicorn --workers 4",
+            "http-wait-w4": "uvicorn --workers 4, REDIS_MIN_REPLICAS=1",
+        },
+        "api_paths": {"ours-api": ["http-w4", "ours-w4"]},
+    },
+    commit="a1b2c3d4e5f60718293a4b5c6d7e8f9012345678",
+)
 UNREGISTERED = envelope(
     "fairness_probe",
     {"tenant-a.share": ("tenant a: share of slots", "%", None, [48.2, 51.7, 50.3])},
@@ -385,6 +450,7 @@ FIXTURE = {
     "export_memory": EXPORT,
     "analysis_throughput": ANALYSIS,
     "fairness": FAIRNESS,
+    "scale": SCALE,
     "fairness_probe": UNREGISTERED,
 }
 
@@ -571,6 +637,25 @@ def test_the_fairness_chart_has_the_waits_and_the_budget(tmp_path: Path):
     )
     assert rate.line == 120.0
     assert limited.figures == ("ours-budget.percent_429", "ours-no-budget.percent_429")
+
+
+def test_the_scale_section_shows_each_worker_count_and_the_projected_ceilings(built: str):
+    scale = section_of(built, "How far one Redis carries")
+    assert "| ours-w4 | 4 worker processes | 3105 [2989-3177] | 61.2 [61.2-61.2] |" in scale
+    assert "| saq-w4 | 4 worker processes, concurrency=100 | - | 19.3 [19.3-19.3] | 18.4" in scale
+    # The production path: the API's POST at the most uvicorn workers plus our drain.
+    assert (
+        "(`http-w4` per request plus `ours-w4`'s drain per job): 52.7 [50.2-55.1] us of Redis "
+        "CPU per job, ceiling 18975 [18149-19920] jobs/s" in scale
+    )
+    # ours-api-wait has its figure but no path in the settings: not shown as a path.
+    assert "14104" not in scale
+    assert "uvicorn --workers 4: 0.86 [0.85-0.86]" in scale
+    summary = built.split("## Summary", 1)[1].split("\n## ", 1)[0]
+    assert "drain jobs/s by worker processes (1: 2210 [2188-2251], 4: 3105 [2989-3177])" in (
+        summary
+    )
+    assert "saq-w4: 18.4 [18.2-19.1] us and 19.3 [19.3-19.3] Redis commands per job" in summary
 
 
 def test_a_quick_run_is_shown_but_never_judged(tmp_path: Path):

@@ -5,7 +5,8 @@ Nothing accepted is lost (every job ends, the failed ones exactly those Claude w
 to reject, each with a dead letter), nothing runs twice in effect (one analysis object
 per job, one archive per export, usage counted once, one webhook id per event and
 endpoint), and nothing leaks across accounts. Sizes and seed: CHAOS_ANALYSES (500),
-CHAOS_EXPORTS (50), CHAOS_SEED. Run it alone with `scripts/test.sh -m chaos -s`.
+CHAOS_EXPORTS (50), CHAOS_SEED; where Sentinel runs, Redis fails over instead of restarting
+(CHAOS_FAILOVER=0: restart). Run it alone with `scripts/test.sh -m chaos -s`.
 """
 
 from __future__ import annotations

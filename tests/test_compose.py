@@ -185,7 +185,9 @@ def _collector_config() -> dict:
 def test_the_collector_runs_only_with_the_otel_profile():
     services = _services()
     assert services["otel-collector"]["profiles"] == ["otel"]
-    assert [name for name, s in services.items() if s.get("profiles")] == ["otel-collector"]
+    assert [name for name, s in services.items() if "otel" in s.get("profiles", [])] == [
+        "otel-collector"
+    ]
     mounted = services["otel-collector"]["volumes"]
     assert "./deploy/otel/collector.yaml:/etc/otelcol/config.yaml:ro" in mounted
 
@@ -214,3 +216,52 @@ def test_api_and_worker_export_spans_only_with_the_otel_profile_or_an_endpoint(s
     # An empty endpoint leaves tracing off (jobs.tracing treats it as unset).
     value = _services()["worker"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
     assert _interpolate(value, shell) == endpoint
+
+
+HA_SERVICES = ["redis-replica", "sentinel-1", "sentinel-2", "sentinel-3"]
+
+
+def test_the_ha_profile_runs_a_replica_and_three_sentinels_and_nothing_else():
+    services = _services()
+    profiled = sorted(name for name, s in services.items() if "ha" in s.get("profiles", []))
+    assert profiled == HA_SERVICES
+    for name in ("redis", "api", "worker", "minio"):
+        assert not services[name].get("profiles"), name
+
+
+def test_the_replica_follows_redis_with_aof_and_its_own_volume():
+    replica = _services()["redis-replica"]
+    argv = _argv(replica["command"])
+    assert argv[argv.index("--replicaof") + 1 : argv.index("--replicaof") + 3] == ["redis", "6379"]
+    assert argv[argv.index("--appendonly") + 1] == "yes"
+    assert "redis-replica-data:/data" in replica["volumes"]
+    assert "redis-replica-data" in _load_compose()["volumes"]
+    # Both announce their service name, so Sentinels hand out names that survive restarts.
+    assert "redis-replica" in argv[argv.index("--replica-announce-ip") + 1]
+    primary = _argv(_services()["redis"]["command"])
+    assert primary[primary.index("--replica-announce-ip") + 1] == "redis"
+
+
+@pytest.mark.parametrize("name", HA_SERVICES[1:])
+def test_each_sentinel_watches_redis_by_name_with_a_quorum_of_two(name):
+    sentinel = _services()[name]
+    script = sentinel["entrypoint"][-1]
+    assert "sentinel monitor mymaster redis 6379 2" in script
+    assert "sentinel resolve-hostnames yes" in script
+    assert "port 26379" in script
+    assert script.rstrip().endswith("exec redis-server /tmp/sentinel.conf --sentinel")
+    assert "26379" in sentinel["healthcheck"]["test"]
+
+
+def test_api_and_worker_find_redis_through_the_sentinels_only_when_told():
+    from jobs.settings import load_settings
+
+    env = _services()["api"]["environment"]
+    assert _interpolate(env["REDIS_SENTINELS"], {}) == ""
+    assert _interpolate(env["REDIS_SENTINEL_MASTER"], {}) == "mymaster"
+    assert _interpolate(env["REDIS_MIN_REPLICAS"], {}) == "0"
+    # The value the header of compose.yaml gives for the `ha` profile.
+    documented = re.search(r"REDIS_SENTINELS=(\S+)", COMPOSE_FILE.read_text()).group(1)
+    given = _interpolate(env["REDIS_SENTINELS"], {"REDIS_SENTINELS": documented})
+    parsed = load_settings(environment="development", redis_sentinels=given).redis_sentinels
+    assert parsed == [(name, 26379) for name in HA_SERVICES[1:]]

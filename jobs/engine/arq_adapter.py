@@ -16,8 +16,12 @@ payloads. What it does not do well is replaced in `LongrunWorker`, a subclass:
 - **Polling.** arq sleeps `poll_delay` between looks at the queue. `_poll_iteration` waits
   on the engine's wake-up instead (an enqueue, a job ending while due jobs wait), with the
   poll delay as a ceiling; arq's own poll delay is 0 so its loop adds no sleep.
-- **Redis outages.** arq's main loop raises on a Redis error and the worker exits (also on
-  a Sentinel failover). `_poll_iteration` logs it and tries again at the next poll.
+- **Redis outages and failovers.** arq's main loop raises on a Redis error and the worker
+  exits (also on a Sentinel failover: connection refused, `READONLY` from the demoted
+  primary, no primary known to the Sentinels yet). `_poll_iteration` logs it and tries
+  again at the next poll. arq's own Sentinel client passes neither retries nor pool
+  limits; the worker is given its pool instead (`redis_client`, on `jobs.clients.
+  redis_pool`), the same the API uses, so every connection follows the promoted replica.
 
 The arq CLI builds `arq.worker.Worker` in `create_worker` and has no setting for the
 class, so `use_longrun_worker()` points that one name at `LongrunWorker`; it is called
@@ -37,7 +41,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import arq.worker
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis, RedisSettings
 from arq.constants import (
     abort_jobs_ss,
     in_progress_key_prefix,
@@ -45,11 +49,9 @@ from arq.constants import (
     retry_key_prefix,
 )
 from arq.worker import Function, func
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ReadOnlyError, RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisError
 
-from jobs.clients import REDIS_RETRY_ON, redis_retry
+from jobs.clients import REDIS_RETRY_ON, redis_pool, redis_retry
 from jobs.engine.scheduler import Scheduler
 from jobs.settings import Settings
 
@@ -58,7 +60,6 @@ log = logging.getLogger("jobs.engine.arq")
 ABORT_KEY = abort_jobs_ss
 # Attempts are counted and capped by the job record; arq's own cap must never bite first.
 UNLIMITED_TRIES = 1_000_000
-REDIS_OUTAGE = (RedisConnectionError, RedisTimeoutError)
 
 Hook = Callable[[dict[str, Any]], Awaitable[None]]
 Entry = Callable[[dict[str, Any], str], Awaitable[None]]
@@ -112,8 +113,10 @@ class LongrunWorker(arq.worker.Worker):
             if self.allow_abort_jobs:
                 await self._cancel_aborted_jobs()
             await self.heart_beat()
-        except (*REDIS_OUTAGE, ReadOnlyError) as exc:
-            log.warning("Redis is unreachable (%s); polling again shortly", exc)
+        except (RedisError, OSError) as exc:
+            # Unreachable, a failover under way (READONLY, NOREPLICAS, no primary yet), or
+            # any other Redis refusal: never the end of the worker.
+            log.warning("Redis failed the poll (%s); polling again shortly", exc)
         self._forget_finished_tasks()
         await self._wait_for_work()
 
@@ -218,11 +221,32 @@ def function(name: str, entry: Entry) -> Function:
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
-    """arq's connection settings: `REDIS_URL`, retried through a restart."""
-    return replace(
+    """arq's connection settings (`arq --check` uses them; the worker gets `redis_client`):
+    `REDIS_URL`, or the primary through `REDIS_SENTINELS`, retried through a restart."""
+    base = replace(
         RedisSettings.from_dsn(settings.redis_url),
         retry=redis_retry(settings),
         retry_on_error=list(REDIS_RETRY_ON),
+    )
+    if not settings.redis_sentinels:
+        return base
+    return replace(
+        base,
+        host=list(settings.redis_sentinels),
+        sentinel=True,
+        sentinel_master=settings.redis_sentinel_master,
+    )
+
+
+def redis_client(settings: Settings) -> ArqRedis:
+    """arq's client for the worker and tools, on the process's one kind of pool
+    (`jobs.clients.redis_pool`); connects on first use."""
+    return ArqRedis(
+        redis_pool(settings),
+        job_serializer=json_dumps,
+        job_deserializer=json_loads,
+        default_queue_name=settings.queue_name,
+        expires_extra_ms=settings.job_retention_seconds * 1000,
     )
 
 
@@ -237,6 +261,7 @@ def worker_arguments(
     return {
         "functions": [function(kind, entry(kind)) for kind in kinds],
         "redis_settings": redis_settings(settings),
+        "redis_pool": redis_client(settings),
         "queue_name": settings.queue_name,
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
@@ -261,8 +286,10 @@ def worker_arguments(
 
 
 async def connect(settings: Settings) -> ArqRedis:
-    """arq's own Redis client for these settings (tests and tools)."""
-    return await create_pool(redis_settings(settings))
+    """arq's Redis client for these settings, checked with a PING (tests and tools)."""
+    client = redis_client(settings)
+    await client.ping()
+    return client
 
 
 def build_worker(arguments: dict[str, Any], **overrides: Any) -> LongrunWorker:

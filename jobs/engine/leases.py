@@ -10,12 +10,18 @@ a dead worker's job starts again within one lease (arq alone waits
 dead-lettered at the crash cap. A worker that was only stalled, and finds on
 its next beat that it was declared dead, stops its jobs without writing their
 outcome: they belong to another worker now.
+
+A Redis outage silences every worker's beat at once, so right after one every live
+worker looks dead. A worker whose own Redis calls failed (`RedisHealth`, shared by its
+heartbeat and its reaper) therefore reaps nobody for one lease after its last failure:
+by then the others have beaten again, and only the truly dead are still silent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from jobs.engine.outbox import requeue_outbox
@@ -30,17 +36,49 @@ DEAD_AFTER = 0.8
 BEATS_PER_LEASE = 4
 
 
+class RedisHealth:
+    """When this worker last failed to reach Redis, as its heartbeat and its reaper saw it:
+    a call that raised, or one that took longer than a beat's interval (it was retrying
+    through an outage, however it ended)."""
+
+    def __init__(self, lease_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.lease_s = lease_s
+        self.clock = clock
+        self.last_failure: float | None = None
+
+    @property
+    def slow_s(self) -> float:
+        """A Redis call longer than this is counted as a failure."""
+        return max(0.1, self.lease_s / BEATS_PER_LEASE)
+
+    def failed(self) -> None:
+        """Record a failure now."""
+        self.last_failure = self.clock()
+
+    def took(self, started: float) -> None:
+        """Record a failure if a call begun at `started` (this clock) was slow."""
+        if self.clock() - started > self.slow_s:
+            self.failed()
+
+    def may_reap(self) -> bool:
+        """False for one lease after this worker's own last Redis failure."""
+        return self.last_failure is None or self.clock() - self.last_failure >= self.lease_s
+
+
 async def keep_beating(
     store: JobStore,
     worker_id: Callable[[], str],
     running: Callable[[], list[str]],
     lease_s: float,
     on_fenced: Callable[[], None],
+    health: RedisHealth | None = None,
 ) -> None:
-    """Beat every quarter of a lease until cancelled; a Redis outage is logged, not fatal.
-    Each beat also hands back the runs this worker holds but no longer runs (their outcome
-    could not be recorded)."""
+    """Beat every quarter of a lease until cancelled; a Redis outage is logged, not fatal
+    (and recorded in `health`). Each beat also hands back the runs this worker holds but no
+    longer runs (their outcome could not be recorded)."""
+    health = health or RedisHealth(lease_s)
     while True:
+        started = health.clock()
         try:
             if not await store.beat(worker_id()):
                 log.error("worker %s was declared dead while alive; fencing it", worker_id())
@@ -55,14 +93,27 @@ async def keep_beating(
         except asyncio.CancelledError:
             raise
         except Exception:
+            health.failed()
             log.warning("heartbeat failed; retrying", exc_info=True)
+        else:
+            health.took(started)
         await asyncio.sleep(max(0.1, lease_s / BEATS_PER_LEASE))
 
 
-async def reap_once(store: JobStore, lease_s: float, crash_cap: int) -> dict[str, str]:
-    """Release the jobs of every worker whose lease lapsed; returns job id -> outcome."""
+async def reap_once(
+    store: JobStore, lease_s: float, crash_cap: int, health: RedisHealth | None = None
+) -> dict[str, str]:
+    """Release the jobs of every worker whose lease lapsed; returns job id -> outcome.
+    Nothing while `health` says this worker itself lost Redis within the last lease."""
     outcomes: dict[str, str] = {}
-    for dead in await store.dead_workers(lease_s * DEAD_AFTER):
+    started = health.clock() if health else 0.0
+    silent = await store.dead_workers(lease_s * DEAD_AFTER)
+    if health is not None:
+        health.took(started)
+        if silent and not health.may_reap():
+            log.info("not reaping %s: this worker lost Redis within the last lease", silent)
+            return outcomes
+    for dead in silent:
         # Before the worker is forgotten, so a reaper that dies here finds it again.
         await requeue_outbox(store.redis, dead)
         released = await store.reap_worker(dead, crash_cap)
@@ -80,13 +131,18 @@ async def reap_once(store: JobStore, lease_s: float, crash_cap: int) -> dict[str
     return outcomes
 
 
-async def keep_reaping(store: JobStore, lease_s: float, crash_cap: int) -> None:
-    """Run `reap_once` several times a lease until cancelled; errors are logged."""
+async def keep_reaping(
+    store: JobStore, lease_s: float, crash_cap: int, health: RedisHealth | None = None
+) -> None:
+    """Run `reap_once` several times a lease until cancelled; errors are logged (and
+    recorded in `health`, shared with the heartbeat)."""
+    health = health or RedisHealth(lease_s)
     while True:
         try:
-            await reap_once(store, lease_s, crash_cap)
+            await reap_once(store, lease_s, crash_cap, health)
         except asyncio.CancelledError:
             raise
         except Exception:
+            health.failed()
             log.exception("reaper pass failed; will try again")
         await asyncio.sleep(max(0.1, min(0.5, lease_s / 5)))

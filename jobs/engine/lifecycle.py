@@ -27,7 +27,7 @@ from jobs.engine import arq_adapter
 from jobs.engine.alerts import Alerter
 from jobs.engine.context import WorkerDeps
 from jobs.engine.health import refresh_queue_gauges
-from jobs.engine.leases import keep_beating, keep_reaping
+from jobs.engine.leases import RedisHealth, keep_beating, keep_reaping
 from jobs.engine.outbox import keep_publishing, requeue_outbox
 from jobs.engine.presenter import JobPresenter
 from jobs.engine.reconciler import keep_reconciling
@@ -91,6 +91,8 @@ def _serve_metrics(settings: Settings, stack: AsyncExitStack) -> None:
 
 def _loops(deps: WorkerDeps, wake: asyncio.Event) -> list[asyncio.Task[Any]]:
     settings, store = deps.settings, deps.store
+    # The heartbeat's and the reaper's Redis failures, shared: no reaping right after one.
+    health = RedisHealth(settings.worker_lease_seconds)
     loops = [
         keep_listening(deps.redis, settings.queue_name, wake),
         warm_up_storage(deps.storage),
@@ -100,10 +102,11 @@ def _loops(deps: WorkerDeps, wake: asyncio.Event) -> list[asyncio.Task[Any]]:
             lambda: list(deps.running),
             settings.worker_lease_seconds,
             lambda: deps.fence(new_worker_id()),
+            health,
         ),
         keep_publishing(deps),
         every(5, "queue gauges", lambda: refresh_queue_gauges(deps.redis, settings)),
-        keep_reaping(store, settings.worker_lease_seconds, settings.worker_max_crashes),
+        keep_reaping(store, settings.worker_lease_seconds, settings.worker_max_crashes, health),
         keep_reconciling(
             store,
             Scheduler(deps.redis, settings, list(deps.registry.kinds)),

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError, ResponseError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from jobs.engine.registry import JobKind
@@ -33,13 +34,28 @@ INFRASTRUCTURE_ERROR = "redis_unavailable"
 
 
 UNEXPECTED = "an unexpected error occurred"
+# Redis's refusals while a failover is under way: a demoted primary (READONLY), too few
+# replicas for `min-replicas-to-write` (NOREPLICAS), a replica cut from its primary
+# (MASTERDOWN), a blocked command ended by the switch (UNBLOCKED), a node still loading.
+FAILOVER_REPLIES = ("READONLY", "NOREPLICAS", "MASTERDOWN", "UNBLOCKED", "LOADING", "TRYAGAIN")
+
+
+def is_failover(exc: BaseException) -> bool:
+    """Whether `exc` is Redis being unreachable or switching primaries: worth a retry.
+    (The Sentinel client's `MasterNotFoundError` is a ConnectionError; redis-py turns a
+    connection lost under a WATCH into a WatchError, which it cannot retry.)"""
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | ReadOnlyError):
+        return True
+    if isinstance(exc, WatchError):
+        return isinstance(exc.__context__, RedisConnectionError | RedisTimeoutError)
+    return isinstance(exc, ResponseError) and str(exc).startswith(FAILOVER_REPLIES)
 
 
 def as_service_error(exc: BaseException) -> ServiceError:
     """Translate any exception into the error tree, with a message fit for tenants."""
     if isinstance(exc, ServiceError):
         return exc
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+    if is_failover(exc):
         return TransientError("Redis is unreachable", type=INFRASTRUCTURE_ERROR)
     if isinstance(exc, TimeoutError):
         return TransientError("timed out", type="timeout")

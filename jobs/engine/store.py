@@ -15,6 +15,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from jobs import metrics, tracing
+from jobs.clients import wait_for_replicas
 from jobs.engine import arq_adapter as arq
 from jobs.engine import keys
 from jobs.engine.records import (
@@ -125,6 +126,16 @@ class JobStore:
             fair_running=keys.FAIR_RUNNING,
         )
 
+    async def _enqueue(self, enqueue_keys: EnqueueKeys, args: EnqueueArgs) -> Any:
+        """Run the enqueue script; with `REDIS_MIN_REPLICAS`, on one connection followed by
+        `WAIT`, so the enqueue is acknowledged only once that many replicas hold it."""
+        if not self.settings.redis_min_replicas:
+            return await ENQUEUE(self.redis, enqueue_keys, args)
+        async with self.redis.client() as conn:
+            answer = await ENQUEUE(conn, enqueue_keys, args)
+            await wait_for_replicas(conn, self.settings)
+            return answer
+
     async def create(
         self,
         *,
@@ -181,8 +192,7 @@ class JobStore:
             listing = keys.account_jobs(account)
         max_queued = self.settings.limits_for(account).max_queued if enforce_limits else None
         fair = fair_keys(kind)
-        status, found = await ENQUEUE(
-            self.redis,
+        status, found = await self._enqueue(
             EnqueueKeys(
                 record=keys.record(job_id),
                 listing=listing or keys.NONE,

@@ -1,6 +1,8 @@
 """The chaos run's stack and its faults: every part a real process or server of its own.
 
-A private redis-server with AOF, moto's S3 server behind a proxy (so S3 can be taken
+A private redis-server with AOF (or, where Sentinel runs and `CHAOS_FAILOVER` is not 0,
+a primary with two replicas and three Sentinels, `REDIS_MIN_REPLICAS=1`, whose primary
+is killed instead of Redis being restarted), moto's S3 server behind a proxy (so S3 can be taken
 away without losing its contents), the fake Messages API, webhook receivers (some
 flaky, one behind a proxy that goes down), the API under uvicorn and two workers under
 the `arq` CLI. Faults are injected on a fixed schedule, jittered by a seeded RNG.
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import random
 import signal
 import subprocess
@@ -25,6 +28,7 @@ from tests.support.fake_anthropic import FakeAnthropic
 from tests.support.processes import kill, start_worker
 from tests.support.proxy import Proxy
 from tests.support.receiver import Receiver
+from tests.support.sentinel import SentinelDeployment, sentinel_available
 from tests.support.services import RedisServer, S3Server
 
 ACCOUNTS = {"acme": "chaos-acme-key", "globex": "chaos-globex-key", "initech": "chaos-initech-key"}
@@ -42,6 +46,11 @@ class FlakyReceiver(Receiver):
         with self._lock:
             seen = sum(1 for r in self.received if r["headers"].get("webhook-id") == webhook_id)
         return "500" if seen < 2 else "ok"
+
+
+def failover_wanted() -> bool:
+    """Whether the chaos run uses Sentinel and fails Redis over (`CHAOS_FAILOVER=0`: no)."""
+    return os.environ.get("CHAOS_FAILOVER", "1") != "0" and sentinel_available()
 
 
 @dataclass
@@ -66,10 +75,18 @@ class ChaosStack:
     api: ApiServer | None = None
     settings: Settings | None = None
     faults_done: list[tuple[float, str]] = field(default_factory=list)
+    failover: bool = field(default_factory=failover_wanted)
+    sentinel: SentinelDeployment | None = None
     _spawned: int = 0
 
     def start(self) -> ChaosStack:
-        self.redis.start()
+        ha: dict[str, object] = {}
+        if self.failover:
+            self.sentinel = SentinelDeployment().start()
+            self.redis.port = self.sentinel.primary_port()  # REDIS_URL: only its db counts
+            ha = {"redis_sentinels": self.sentinel.addresses, "redis_min_replicas": 1}
+        else:
+            self.redis.start()
         self.s3.start()
         self.proxies["s3"] = Proxy(self.s3.port).start()
         self.claude.delay_s = 0.2  # long enough that kills land mid-call
@@ -99,6 +116,7 @@ class ChaosStack:
             webhook_retry_schedule=[0, 1, 2, 4, 8, 15, 30, 30],
             webhook_timeout_seconds=5.0,
             redis_retry_seconds=30.0,
+            **ha,
         )
         self.api = ApiServer(self.settings, self.workdir / "api.log")
         self.workers = [self._spawn_worker(), self._spawn_worker()]
@@ -138,6 +156,11 @@ class ChaosStack:
         self.redis.proc.wait(10)
         self.redis.start()
 
+    def fail_over(self) -> None:
+        """kill -9 the Redis primary; the Sentinels promote a replica."""
+        assert self.sentinel is not None
+        self.sentinel.kill_primary()
+
     def set_down(self, proxy: str, down: bool) -> None:
         self.proxies[proxy].set_down(down)
 
@@ -156,7 +179,9 @@ class ChaosStack:
                 Fault(at(14), "kill -9 worker 1", lambda: self.kill_worker(1)),
                 Fault(at(20), "SIGTERM worker 0", lambda: self.sigterm_worker(0)),
                 Fault(at(8) + 15, "S3 back", lambda: self.set_down("s3", False)),
-                Fault(at(27), "kill -9 Redis, restart (AOF)", self.restart_redis),
+                Fault(at(27), "kill -9 the Redis primary (Sentinel fails over)", self.fail_over)
+                if self.failover
+                else Fault(at(27), "kill -9 Redis, restart (AOF)", self.restart_redis),
                 Fault(at(10) + 20, "receiver back", lambda: self.set_down("downed", False)),
                 Fault(at(34), "kill -9 worker 1", lambda: self.kill_worker(1)),
             ],
@@ -181,4 +206,6 @@ class ChaosStack:
             receiver.stop()
         self.claude.stop()
         self.s3.stop()
+        if self.sentinel is not None:
+            self.sentinel.stop()
         self.redis.stop()

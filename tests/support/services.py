@@ -84,6 +84,8 @@ class RedisServer:
     appendonly: bool = False
     proc: subprocess.Popen | None = None
     workdir: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="lr-redis-"))
+    # More redis-server options, e.g. `--replicaof 127.0.0.1 <port>`.
+    extra_args: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -97,6 +99,7 @@ class RedisServer:
         ]  # fmt: skip
         if self.appendonly:
             args += ["--appendfsync", "always"]
+        args += self.extra_args
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(self.ping, 10, f"redis-server on {self.port}")
         return self
