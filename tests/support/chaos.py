@@ -1,9 +1,11 @@
 """The chaos run's stack and its faults: every part a real process or server of its own.
 
 A private redis-server with AOF, moto's S3 server behind a proxy (so S3 can be taken
-away without losing its contents), the fake Messages API, webhook receivers (some
-flaky, one behind a proxy that goes down), the API under uvicorn and two workers under
-the `arq` CLI. Faults are injected on a fixed schedule, jittered by a seeded RNG.
+away without losing its contents), the fake Messages API, one webhook receiver per
+endpoint (steady, flaky, or behind a proxy that goes down), each knowing only its own
+endpoint's secret, the API under uvicorn and two workers under the `arq` CLI. Faults are
+injected on a fixed schedule, jittered by a seeded RNG; each leaves evidence that it
+took effect (`evidence()`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import redis as redis_lib
 
 from jobs.settings import Settings
 from tests.conftest import make_settings
@@ -56,6 +60,8 @@ class ChaosStack:
     """Everything the chaos run talks to; `stop()` ends every process it started, by pid."""
 
     workdir: Path
+    # Receiver name (the endpoint it serves) -> "steady", "flaky" or "downed".
+    layout: dict[str, str] = field(default_factory=dict)
     redis: RedisServer = field(default_factory=lambda: RedisServer(appendonly=True))
     s3: S3Server = field(default_factory=S3Server)
     claude: FakeAnthropic = field(default_factory=FakeAnthropic)
@@ -66,6 +72,7 @@ class ChaosStack:
     api: ApiServer | None = None
     settings: Settings | None = None
     faults_done: list[tuple[float, str]] = field(default_factory=list)
+    redis_runs: list[str] = field(default_factory=list)
     _spawned: int = 0
 
     def start(self) -> ChaosStack:
@@ -74,10 +81,12 @@ class ChaosStack:
         self.proxies["s3"] = Proxy(self.s3.port).start()
         self.claude.delay_s = 0.2  # long enough that kills land mid-call
         self.claude.start()
-        for name, flaky in (("steady", False), ("flaky", True), ("downed", False)):
-            receiver = (FlakyReceiver if flaky else Receiver)().start()
+        for name, behaviour in self.layout.items():
+            receiver = (FlakyReceiver if behaviour == "flaky" else Receiver)().start()
             self.receivers[name] = receiver
-        self.proxies["downed"] = Proxy(self.receivers["downed"].port).start()
+            if behaviour == "downed":
+                self.proxies[name] = Proxy(receiver.port).start()
+        self.redis_runs.append(self._redis_run_id())
         self.settings = make_settings(
             self.redis.url,
             self.proxies["s3"].url,
@@ -109,6 +118,21 @@ class ChaosStack:
             return f"{self.proxies[name].url}/hooks"
         return self.receivers[name].url
 
+    def _redis_run_id(self) -> str:
+        client = redis_lib.Redis(port=self.redis.port, socket_timeout=5)
+        try:
+            return str(client.info("server")["run_id"])
+        finally:
+            client.close()
+
+    def redis_connections(self) -> int:
+        """Connections the running redis-server has accepted since it started."""
+        client = redis_lib.Redis(port=self.redis.port, socket_timeout=5)
+        try:
+            return int(client.info("stats")["total_connections_received"])
+        finally:
+            client.close()
+
     def _spawn_worker(self) -> subprocess.Popen:
         self._spawned += 1
         assert self.settings is not None
@@ -137,9 +161,17 @@ class ChaosStack:
         self.redis.proc.kill()
         self.redis.proc.wait(10)
         self.redis.start()
+        self.redis_runs.append(self._redis_run_id())
 
     def set_down(self, proxy: str, down: bool) -> None:
-        self.proxies[proxy].set_down(down)
+        """Take S3 (`"s3"`) or every downed receiver (`"downed"`) away, or bring it back."""
+        names = [proxy] if proxy in self.proxies else self.downed()
+        for name in names:
+            self.proxies[name].set_down(down)
+
+    def downed(self) -> list[str]:
+        """The receivers that go down."""
+        return [name for name, behaviour in self.layout.items() if behaviour == "downed"]
 
     def schedule(self, seed: int) -> list[Fault]:
         """The fault schedule, seconds after the load starts, each jittered by up to 1 s."""
@@ -152,12 +184,12 @@ class ChaosStack:
             [
                 Fault(at(3), "kill -9 worker 0", lambda: self.kill_worker(0)),
                 Fault(at(8), "S3 down (15 s)", lambda: self.set_down("s3", True)),
-                Fault(at(10), "receiver down (20 s)", lambda: self.set_down("downed", True)),
+                Fault(at(10), "receivers down (20 s)", lambda: self.set_down("downed", True)),
                 Fault(at(14), "kill -9 worker 1", lambda: self.kill_worker(1)),
                 Fault(at(20), "SIGTERM worker 0", lambda: self.sigterm_worker(0)),
                 Fault(at(8) + 15, "S3 back", lambda: self.set_down("s3", False)),
                 Fault(at(27), "kill -9 Redis, restart (AOF)", self.restart_redis),
-                Fault(at(10) + 20, "receiver back", lambda: self.set_down("downed", False)),
+                Fault(at(10) + 20, "receivers back", lambda: self.set_down("downed", False)),
                 Fault(at(34), "kill -9 worker 1", lambda: self.kill_worker(1)),
             ],
             key=lambda f: f.at_s,

@@ -22,6 +22,7 @@ class Proxy:
     delay_s: float = 0.0
     lose_answers: int = 0
     answers_lost: int = 0
+    refused: int = 0  # connections closed at once while down: someone tried
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: ThreadedServer | None = None
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
@@ -52,6 +53,7 @@ class Proxy:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.down:
+            self.refused += 1
             writer.close()
             return
         try:
