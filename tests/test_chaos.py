@@ -126,9 +126,11 @@ async def test_chaos_run_loses_nothing_duplicates_nothing_and_leaks_nothing(tmp_
     rng = random.Random(SEED)
     layout = {f"{a}-{sub}": behaviour for a, subs in ENDPOINTS.items()
               for sub, (behaviour, _) in subs.items()}  # fmt: skip
-    stack = ChaosStack(tmp_path, layout).start()
-    api = Api(stack.api.url)
+    stack = ChaosStack(tmp_path, layout)
     try:
+        stack.start()  # inside: what started before a failure is stopped too
+        assert stack.api is not None
+        api = Api(stack.api.url)
         async with open_storage(stack.settings) as storage:
             await storage.ensure_bucket()
             # Every write stays as a version: a second write of one key is counted.
@@ -158,7 +160,8 @@ async def test_chaos_run_loses_nothing_duplicates_nothing_and_leaks_nothing(tmp_
         sigtermed = [p for p in stack.retired if p.returncode not in (-9,)]
         assert all(p.wait(30) == 0 for p in sigtermed), "a drained worker did not exit cleanly"
     finally:
-        await api.http.aclose()
+        if stack.api is not None:
+            await api.http.aclose()
         stack.stop()
     _print_summary(jobs, stack, books, api, load_s, quiet_s)
 
