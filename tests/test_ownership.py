@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from jobs.engine import keys
+from jobs.engine.leases import reap_once
 from jobs.engine.records import Busy, JobState
 from jobs.engine.store import JobStore
 
@@ -69,3 +70,12 @@ async def test_a_worker_declared_dead_learns_it_at_its_next_beat(settings, store
     await store.reap_worker("w-1", crash_cap=3)
     assert not await store.beat("w-1")
     assert await store.beat("w-2")
+
+
+async def test_a_dead_workers_half_published_events_go_back_to_the_outbox(settings, store):
+    await store.beat("w-1")
+    await _silent(store, "w-1")
+    await store.redis.rpush(keys.outbox_processing("w-1"), "job_half_published")
+    await reap_once(store, settings.worker_lease_seconds, crash_cap=3)
+    assert await store.redis.lrange(keys.OUTBOX, 0, -1) == [b"job_half_published"]
+    assert not await store.redis.exists(keys.outbox_processing("w-1"))

@@ -41,7 +41,13 @@ from jobs.engine.store import JobStore
 from jobs.storage import open_storage, translate_s3_error
 from jobs.webhooks import EndpointStore
 from jobs.webhooks.attempt import ERROR_CHARS, EXCERPT_BYTES, AttemptOutcome, attempt_delivery
-from jobs.webhooks.ssrf import RESOLVER_THREADS, UnsafeURL, blocked_reason, resolve_target
+from jobs.webhooks.ssrf import (
+    RESOLVER_THREADS,
+    Target,
+    UnsafeURL,
+    blocked_reason,
+    resolve_target,
+)
 from jobs.webhooks.transport import WebhookClient
 from tests.conftest import (
     ACME,
@@ -874,6 +880,24 @@ async def test_a_connection_verified_for_one_host_never_serves_another(dns):
     assert [r.split(b"\r\n")[1] for r in server.requests] == [
         f"Host: a.example:{port}".encode()
     ] * 2
+
+
+async def test_a_pin_for_one_host_opens_no_connection_for_another():
+    # The pinned address is for the checked host only: a request to any other host in the
+    # same task (a redirect, were one followed) connects nowhere.
+    server = await Listener().start("127.0.0.1")
+    client = WebhookClient(2.0)
+    target = Target(scheme="http", host="a.example", port=server.port, address="127.0.0.1",
+                    path="/")  # fmt: skip
+    try:
+        with client.pinned(target):
+            with pytest.raises(httpx.ConnectError, match=r"no checked address for b\.example"):
+                await client.http.get(f"http://b.example:{server.port}/")
+            assert (await client.http.get(f"http://a.example:{server.port}/")).status_code == 200
+    finally:
+        await client.aclose()
+        await server.stop()
+    assert server.connections == 1
 
 
 async def test_no_connection_is_made_for_a_host_without_a_checked_address(webhook_client):
