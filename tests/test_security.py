@@ -660,6 +660,18 @@ async def delivery_attempts(client, endpoint_id: str) -> list[dict]:
     return data[0]["attempts"] if data else []
 
 
+async def test_a_name_with_one_private_address_among_public_ones_is_refused(monkeypatch):
+    # Every address a name resolves to is checked, not only the first: a client may
+    # connect to any of them.
+    def lookup(host, port, family=0, type=0, proto=0, flags=0):
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (a, int(port)))
+                for a in ("93.184.216.34", "127.0.0.1")]  # fmt: skip
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    with pytest.raises(UnsafeURL, match=r"127\.0\.0\.1"):
+        await resolve_target("https://mixed.example/hook", False, timeout_s=5)
+
+
 async def test_name_rebound_to_loopback_after_registration_is_refused_at_delivery(
     settings, dns, unused_port
 ):
