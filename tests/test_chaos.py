@@ -535,6 +535,7 @@ def _print_summary(
         ("attempt outcomes", dict(outcomes)),
         ("retry causes", dict(causes.most_common())),
         ("client retries (5xx / connection)", api.retried),
+        ("answers the client saw", dict(sorted(api.statuses.items()))),
         ("dead letters", books["dead"]),
         ("webhook events / receiver requests / refused",
          f"{hooks['events']} / {hooks['attempts']} / {hooks['refused']}"),
