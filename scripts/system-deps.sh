@@ -5,6 +5,7 @@
 #                             (`redis-server --sentinel`: tests/test_failover.py, the chaos run)
 #   prometheus (promtool)     tests/test_observability.py checks the alert rules with it
 #   chromium                  tests/test_dashboard.py drives it (CHROMIUM=/path picks another)
+#   unzip                     tests/test_export_archive.py tests a ZIP64 archive with `unzip -t`
 # When all are there it does nothing (no apt). Otherwise it runs apt-get as root, or through
 # sudo when sudo needs no password; when it cannot, it says what is missing, why, and the
 # command that installs it, and exits 1. Used by scripts/test.sh and .ci/run.
@@ -31,6 +32,7 @@ look() {
   fi
   command -v redis-server >/dev/null 2>&1 || need redis-server "redis-server"
   command -v promtool >/dev/null 2>&1 || need prometheus "promtool"
+  command -v unzip >/dev/null 2>&1 || need unzip "unzip"
   if [ -n "${CHROMIUM:-}" ]; then
     [ -x "$CHROMIUM" ] || need chromium "chromium (CHROMIUM=$CHROMIUM is not executable)"
   else

@@ -2,9 +2,11 @@
 receiver fail on a seeded schedule; then the books must balance.
 
 Nothing accepted is lost (every job ends, the failed ones exactly those Claude was told
-to reject, each with a dead letter), nothing runs twice in effect (one analysis object
-per job, one archive per export, usage counted once, one webhook id per event and
-endpoint), and nothing leaks across accounts. Sizes and seed: CHAOS_ANALYSES (500),
+to reject, each with a dead letter); nothing runs twice in effect, counted from outside
+the product (`tests/support/effects.py`: the fake Claude's log per document, the
+versions in a versioned bucket, what each receiver accepted, the usage increments),
+with the repeats at-least-once allows counted apart; every injected fault left its
+mark; and nothing leaks across accounts. Sizes and seed: CHAOS_ANALYSES (500),
 CHAOS_EXPORTS (50), CHAOS_SEED; where Sentinel runs, Redis fails over instead of restarting
 (CHAOS_FAILOVER=0: restart). Run it alone with `scripts/test.sh -m chaos -s`.
 """
@@ -30,6 +32,15 @@ import pytest
 from jobs.storage import open_storage
 from tests.conftest import eventually
 from tests.support.chaos import ACCOUNTS, ADMIN_KEY, ChaosStack
+from tests.support.effects import (
+    Ledger,
+    accepted_deliveries,
+    claude_calls,
+    doc_token,
+    interrupted_attempts,
+    planned_calls,
+    s3_writes,
+)
 
 pytestmark = [pytest.mark.chaos, pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -43,7 +54,8 @@ TERMINAL = {"succeeded", "failed", "cancelled"}
 CLAUDE_PLANS = [("", 0.70), ("529,529", 0.08), ("429:1", 0.05), ("500", 0.05),
                 ("drop", 0.04), ("400*", 0.05), ("400:too_long*", 0.03)]  # fmt: skip
 REJECTED = {"400*", "400:too_long*"}
-# Each account's two endpoints: (receiver, events); "-" means every event.
+# Each account's two endpoints: (receiver behaviour, events); "-" means every event. Each
+# endpoint has a receiver of its own, which verifies with that endpoint's secret only.
 ENDPOINTS = {
     "acme": {"all": ("steady", "-"), "exports": ("flaky", "export.*")},
     "globex": {"all": ("flaky", "-"), "exports": ("downed", "export.*")},
@@ -60,6 +72,8 @@ class Submitted:
     expect: str  # "succeeded" or "failed"
     document_id: str | None = None
     user_id: str = ""
+    plan: str = ""  # what the fake Claude answers its document, in order
+    token: str = ""  # the document's token in Claude's log
     job: dict[str, Any] = field(default_factory=dict)
 
 
@@ -70,6 +84,7 @@ class Api:
     def __init__(self, base_url: str) -> None:
         self.http = httpx.AsyncClient(base_url=base_url, timeout=60)
         self.retried = 0
+        self.statuses: Counter[int] = Counter()
 
     async def call(
         self, method: str, path: str, key: str, *, body: Any = None, idem: str | None = None,
@@ -80,6 +95,7 @@ class Api:
         while True:
             try:
                 answer = await self.http.request(method, path, json=body, headers=headers)
+                self.statuses[answer.status_code] += 1
                 if answer.status_code in ok:
                     return answer
                 assert answer.status_code >= 500 or answer.status_code == 429, (
@@ -109,11 +125,19 @@ class Api:
 
 async def test_chaos_run_loses_nothing_duplicates_nothing_and_leaks_nothing(tmp_path):
     rng = random.Random(SEED)
-    stack = ChaosStack(tmp_path).start()
-    api = Api(stack.api.url)
+    layout = {f"{a}-{sub}": behaviour for a, subs in ENDPOINTS.items()
+              for sub, (behaviour, _) in subs.items()}  # fmt: skip
+    stack = ChaosStack(tmp_path, layout)
     try:
+        stack.start()  # inside: what started before a failure is stopped too
+        assert stack.api is not None
+        api = Api(stack.api.url)
         async with open_storage(stack.settings) as storage:
             await storage.ensure_bucket()
+            # Every write stays as a version: a second write of one key is counted.
+            await storage.client.put_bucket_versioning(
+                Bucket=stack.settings.s3_bucket, VersioningConfiguration={"Status": "Enabled"}
+            )
         await _wait_workers_online(api, 2)
         endpoints = await _register_endpoints(api, stack)
         submissions = await _create_documents(api, rng)
@@ -121,21 +145,36 @@ async def test_chaos_run_loses_nothing_duplicates_nothing_and_leaks_nothing(tmp_
         started = time.monotonic()
         faults = stack.schedule(SEED)
         injecting = asyncio.create_task(stack.inject(faults, started))
+        readiness: Counter[int] = Counter()
+        probing = asyncio.create_task(_probe_readiness(api, readiness))
         jobs = await _submit(api, plan, started)
         await injecting
+        probing.cancel()
         load_s = time.monotonic() - started
         await _wait_all_terminal(api, jobs)
         quiet_s = time.monotonic() - started
         books = await _check_books(api, stack, jobs, endpoints)
+        books["faults"] = _check_faults_took_effect(stack, jobs, readiness)
         died = [(p.pid, p.returncode) for p in stack.workers if p.poll() is not None]
         assert not died, f"workers exited on their own (pid, code): {died}; see worker-*.log"
         await _wait_workers_online(api, 2)
         sigtermed = [p for p in stack.retired if p.returncode not in (-9,)]
         assert all(p.wait(30) == 0 for p in sigtermed), "a drained worker did not exit cleanly"
     finally:
-        await api.http.aclose()
+        if stack.api is not None:
+            await api.http.aclose()
         stack.stop()
     _print_summary(jobs, stack, books, api, load_s, quiet_s)
+
+
+async def _probe_readiness(api: Api, seen: Counter[int]) -> None:
+    """What `/health/ready` answers through the load (a 503 while S3 is away)."""
+    while True:
+        try:
+            seen[(await api.http.get("/health/ready")).status_code] += 1
+        except httpx.TransportError:
+            seen[0] += 1
+        await asyncio.sleep(0.5)
 
 
 async def _wait_workers_online(api: Api, n: int) -> None:
@@ -149,17 +188,18 @@ async def _register_endpoints(api: Api, stack: ChaosStack) -> dict[str, dict[str
     """Two endpoints per account; returns them by the path their receiver sees."""
     endpoints = {}
     for account, subs in ENDPOINTS.items():
-        for sub, (receiver, events) in subs.items():
-            path = f"/hooks/{account}-{sub}"
+        for sub, (_behaviour, events) in subs.items():
+            name = f"{account}-{sub}"
+            path = f"/hooks/{name}"
             wanted = EVENTS if events == "-" else [e for e in EVENTS if e.startswith("export.")]
-            url = stack.receiver_url(receiver).removesuffix("/hooks") + path
+            url = stack.receiver_url(name).removesuffix("/hooks") + path
             created = (
                 await api.call("POST", "/v1/webhook-endpoints", ACCOUNTS[account],
                                body={"url": url, "events": wanted})
             ).json()  # fmt: skip
-            stack.receivers[receiver].secrets.append(created["secret"])
+            stack.receivers[name].secrets[:] = [created["secret"]]  # its own secret only
             endpoints[path] = {"id": created["id"], "account": account, "events": set(wanted),
-                               "receiver": receiver}  # fmt: skip
+                               "receiver": name}  # fmt: skip
     return endpoints
 
 
@@ -173,14 +213,15 @@ async def _create_documents(api: Api, rng: random.Random) -> list[Submitted]:
         user = f"user-{(i // len(ACCOUNTS)) % USERS_PER_ACCOUNT}"
         script = rng.choices(answers, weights)[0]
         directive = f" fake-answers[doc{i}]={script}" if script else ""
-        text = f"Document {i} of {user} at {account}.{directive}\n" + "lorem ipsum " * 40
+        token = doc_token(i)
+        text = f"Document {token} of {user} at {account}.{directive}\n" + "lorem ipsum " * 40
         async with limit:
             doc = (
                 await api.call("POST", "/v1/documents", ACCOUNTS[account],
                                body={"user_id": user, "title": f"doc {i}", "text": text})
             ).json()  # fmt: skip
         expect = "failed" if script in REJECTED else "succeeded"
-        return Submitted("", "analysis", account, expect, doc["id"], user)
+        return Submitted("", "analysis", account, expect, doc["id"], user, script, token)
 
     return list(await asyncio.gather(*(create(i) for i in range(N_ANALYSES))))
 
@@ -283,13 +324,13 @@ async def _check_books(
             archive = (await plain.get(fresh["result"]["download_url"])).content
             count = _check_archive(fresh["result"]["format"], archive, item.job_id)
             assert count == fresh["result"]["documents"] == docs_of[(item.account, item.user_id)]
-    # Usage is counted once per succeeded analysis.
-    for account, key in ACCOUNTS.items():
-        used = (await api.call("GET", "/v1/usage", key)).json()["data"]
-        ours = [j.job["result"]["usage"] for j in jobs if j.account == account
-                and j.kind == "analysis" and j.expect == "succeeded"]  # fmt: skip
-        assert sum(u["input_tokens"] for u in used) == sum(u["input_tokens"] for u in ours)
-    books["webhooks"] = await _check_webhooks(api, stack, by_id, endpoints)
+    books["effects"] = effects = await _count_effects(api, stack, jobs)
+    books["webhooks"], deliveries = await _check_webhooks(api, stack, by_id, endpoints)
+    effects.append(deliveries)
+    for ledger in effects:
+        assert not ledger.missing, f"{ledger.name}: {ledger.examples[:5]}"
+    duplicated = [e for ledger in effects for e in ledger.examples if e.startswith("dup")]
+    assert sum(ledger.duplicated for ledger in effects) == 0, f"duplicated: {duplicated[:10]}"
     # Nothing leaks: each account lists exactly its own jobs and cannot read another's.
     for account, key in ACCOUNTS.items():
         listed = {j["id"] for j in await api.pages("/v1/jobs", key)}
@@ -300,6 +341,69 @@ async def _check_books(
         assert answer.status_code == 404
     books.update(states=states, dead=len(dead), analysis_objects=len(analysis_objects))
     return books
+
+
+async def _count_effects(api: Api, stack: ChaosStack, jobs: list[Submitted]) -> list[Ledger]:
+    """Each job's effects as the world saw them, against what one run of it does."""
+    assert stack.settings is not None
+    calls, paid = claude_calls(list(stack.claude.requests))
+    async with open_storage(stack.settings) as storage:
+        writes = await s3_writes(storage.client, stack.settings.s3_bucket)
+    by_job: Counter[str] = Counter()
+    for key, n in writes.items():
+        if "/analyses/" in key or key.startswith("exports/"):
+            by_job[key.rsplit("/", 1)[1].split(".", 1)[0]] += n
+    known = {j.job_id for j in jobs}
+    assert set(by_job) <= known, f"S3 writes for no job: {sorted(set(by_job) - known)[:5]}"
+    all_calls, paid_calls = Ledger("Claude calls"), Ledger("paid Claude calls")
+    s3, usage = Ledger("S3 writes"), Ledger("usage increments")
+    for job in jobs:
+        interrupted = interrupted_attempts(job.job)
+        ok = job.expect == "succeeded"
+        if job.kind == "analysis":
+            what = f"{job.job_id} ({job.token}, plan {job.plan!r})"
+            all_calls.add(what, calls[job.token], planned_calls(job.plan, ok), interrupted)
+            paid_calls.add(what, paid[job.token], int(ok), interrupted)
+        s3.add(job.job_id, by_job[job.job_id], int(ok), interrupted)
+    # Each paid message has the same output tokens: an account's usage counts its increments.
+    per_call = stack.claude.output_tokens
+    for account, key in ACCOUNTS.items():
+        used = (await api.call("GET", "/v1/usage", key)).json()["data"]
+        tokens = sum(u["output_tokens"] for u in used)
+        assert tokens % per_call == 0, f"{account}: {tokens} output tokens"
+        once = sum(1 for j in jobs if j.account == account and j.kind == "analysis"
+                   and j.expect == "succeeded")  # fmt: skip
+        usage.add(account, tokens // per_call, once, 0)  # at-least-once allows no recount
+    return [all_calls, paid_calls, s3, usage]
+
+
+def _check_faults_took_effect(
+    stack: ChaosStack, jobs: list[Submitted], readiness: Counter[int]
+) -> dict[str, Any]:
+    """Each injected fault left a mark outside the fault injector itself."""
+    outcomes = Counter(a["outcome"] for j in jobs for a in j.job.get("attempts", []))
+    answers = Counter(r["answer"] for r in list(stack.claude.requests))
+    killed = [p for p in stack.retired if p.returncode == -9]
+    downed = sum(stack.proxies[name].refused for name in stack.downed())
+    refusing = sum(1 for r in stack.receivers.values() for q in r.received if q["answer"] == "500")
+    evidence = {
+        "workers killed (-9)": len(killed),
+        "crashed attempts": outcomes["crashed"],
+        "jobs retried": sum(1 for j in jobs if j.job["attempt"] > 1),
+        "S3 connections refused while down": stack.proxies["s3"].refused,
+        "/health/ready answers": dict(readiness),
+        "receiver connections refused while down": downed,
+        "flaky receivers' 500s": refusing,
+        "Redis runs (run_id)": len(set(stack.redis_runs)),
+        "Claude error answers": {a: n for a, n in answers.items() if a not in ("ok",)},
+    }
+    assert len(killed) == 3 and outcomes["crashed"] >= 1, evidence
+    assert evidence["jobs retried"] > 0, evidence
+    assert stack.proxies["s3"].refused > 0 and readiness[503] > 0, evidence
+    assert downed > 0 and refusing > 0, evidence
+    assert len(set(stack.redis_runs)) == 2 and stack.redis_connections() >= 3, evidence
+    assert all(answers[a] for a in ("529", "500", "drop", "400")), evidence
+    return evidence
 
 
 async def _none(probe: Any) -> bool:
@@ -332,7 +436,7 @@ def _check_archive(fmt: str, data: bytes, job_id: str) -> int:
 
 async def _check_webhooks(
     api: Api, stack: ChaosStack, by_id: dict[str, Submitted], endpoints: dict[str, dict[str, Any]]
-) -> dict[str, int]:
+) -> tuple[dict[str, int], Ledger]:
     """Each event reached each subscribed endpoint of its account, under one webhook id."""
     expected = set()
     for job in by_id.values():
@@ -368,18 +472,29 @@ async def _check_webhooks(
             f"{len(missing)} events never reached their endpoint, e.g. "
             f"{await _describe(api, endpoints, missing[:3])}"
         ) from None
-    ids, oks = delivered()
+    ids, _ = delivered()
     assert set(ids) == expected, f"unexpected deliveries: {sorted(set(ids) - expected)[:5]}"
     assert all(len(w) == 1 for w in ids.values()), "an event had two webhook ids"
     assert len({next(iter(w)) for w in ids.values()}) == len(ids)
+    # Each event's 2xx per endpoint: one, plus those whose answer the product never heard
+    # (its worker killed, or Redis away, after the receiver accepted): at-least-once.
+    ledger = Ledger("deliveries accepted")
+    accepted = Counter()
+    for receiver in stack.receivers.values():
+        accepted += accepted_deliveries(list(receiver.received))
     for path, endpoint in endpoints.items():
         key = ACCOUNTS[endpoint["account"]]
         log = await api.pages(f"/v1/webhook-endpoints/{endpoint['id']}/deliveries", key)
         assert len(log) == sum(1 for p, _, _ in expected if p == path)
         assert {d["state"] for d in log} == {"succeeded"}, f"{path}: deliveries not all succeeded"
+        for delivery in log:
+            heard = sum(1 for a in delivery["attempts"] if 200 <= (a["status_code"] or 0) < 300)
+            seen = accepted[(path, delivery["webhook_id"])]
+            ledger.add(f"{path} {delivery['webhook_id']}", seen, 1, max(0, seen - heard))
     attempts = sum(len(r.received) for r in stack.receivers.values())
     return {"events": len(expected), "attempts": attempts,
-            "duplicates": sum(n - 1 for n in oks.values() if n > 1)}  # fmt: skip
+            "refused": sum(1 for r in stack.receivers.values() for q in r.received
+                           if q["answer"] != "ok")}, ledger  # fmt: skip
 
 
 async def _describe(
@@ -411,6 +526,7 @@ def _print_summary(
         if a["outcome"] == "retrying" and a.get("error")
     )
     hooks = books["webhooks"]
+    effects: list[Ledger] = books["effects"]
     rows = [
         ("seed", SEED),
         ("jobs accepted", f"{len(jobs)} ({kinds['analysis']} analyses, {kinds['export']} exports)"),
@@ -420,11 +536,16 @@ def _print_summary(
         ("attempt outcomes", dict(outcomes)),
         ("retry causes", dict(causes.most_common())),
         ("client retries (5xx / connection)", api.retried),
+        ("answers the client saw", dict(sorted(api.statuses.items()))),
         ("dead letters", books["dead"]),
-        ("webhook events / receiver requests / duplicate 2xx",
-         f"{hooks['events']} / {hooks['attempts']} / {hooks['duplicates']}"),
-        ("lost", 0),
-        ("duplicated effects", 0),
+        ("webhook events / receiver requests / refused",
+         f"{hooks['events']} / {hooks['attempts']} / {hooks['refused']}"),
+        ("faults took effect", books["faults"]),
+        ("effects: expected / seen / allowed repeats / duplicated / missing", ""),
+        *((f"  {ledger.name}", ledger.row()) for ledger in effects),
+        ("lost (missing effects)", sum(ledger.missing for ledger in effects)),
+        ("allowed repeats (at-least-once)", sum(ledger.allowed for ledger in effects)),
+        ("duplicated effects", sum(ledger.duplicated for ledger in effects)),
         ("load window / until quiet", f"{load_s:.1f} s / {quiet_s:.1f} s"),
     ]  # fmt: skip
     width = max(len(r[0]) for r in rows)

@@ -9,6 +9,7 @@ import json
 import re
 import time
 import zipfile
+from datetime import datetime
 
 import httpx
 import pytest
@@ -147,12 +148,36 @@ async def test_user_without_documents_gets_a_valid_empty_export(client, worker):
 
 
 @pytest.mark.s3_servers
-async def test_presigned_url_is_fresh_at_each_lookup_and_expires(settings, client, worker):
-    job = await finished(client, (await export(client, "nobody", "zip"))["id"])
-    again = (await client.get(f"/v1/jobs/{job['id']}", headers=ACME)).json()
-    assert "X-Amz-Expires=3600" in job["result"]["download_url"]
-    assert job["result"]["expires_at"] <= again["result"]["expires_at"]
-    assert again["result"]["download_url"].startswith(settings.s3_endpoint_url + "/")
+async def test_presigned_url_is_fresh_at_each_lookup_and_expires(settings, s3_server):
+    # A short expiry (below what the settings accept, to wait seconds, not an hour).
+    brief = settings.model_copy(update={"export_url_ttl_seconds": 2})
+    async with api_client(brief) as client, running_worker(brief):
+        job = await finished(client, (await export(client, "nobody", "zip"))["id"])
+        first = job["result"]
+
+        async def presigned_anew() -> dict | None:
+            looked_up_at = time.time()
+            again = (await client.get(f"/v1/jobs/{job['id']}", headers=ACME)).json()["result"]
+            again["looked_up_at"] = looked_up_at
+            return again if again["download_url"] != first["download_url"] else None
+
+        # Signed at each lookup: a lookup in a later second has a URL of its own.
+        again = await eventually(presigned_anew, timeout=5, interval=0.2)
+    assert "X-Amz-Expires=2&" in again["download_url"] + "&"
+    assert again["download_url"].startswith(settings.s3_endpoint_url + "/")
+    expires_at = datetime.fromisoformat(again["expires_at"].replace("Z", "+00:00")).timestamp()
+    assert first["expires_at"] < again["expires_at"]
+    assert again["looked_up_at"] + 1 <= expires_at <= again["looked_up_at"] + 3
+    if not s3_server.verifies_signatures:
+        return  # moto serves a presigned URL whatever its expiry: SeaweedFS checks it
+    async with httpx.AsyncClient() as plain:
+        assert (await plain.get(again["download_url"])).status_code == 200
+
+        async def refused() -> bool:
+            return (await plain.get(again["download_url"])).status_code == 403
+
+        await eventually(refused, timeout=10, interval=0.2)
+    assert time.time() >= expires_at - 1  # refused once expired, not before
 
 
 @pytest.mark.s3_servers

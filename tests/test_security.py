@@ -41,7 +41,13 @@ from jobs.engine.store import JobStore
 from jobs.storage import open_storage, translate_s3_error
 from jobs.webhooks import EndpointStore
 from jobs.webhooks.attempt import ERROR_CHARS, EXCERPT_BYTES, AttemptOutcome, attempt_delivery
-from jobs.webhooks.ssrf import RESOLVER_THREADS, UnsafeURL, blocked_reason, resolve_target
+from jobs.webhooks.ssrf import (
+    RESOLVER_THREADS,
+    Target,
+    UnsafeURL,
+    blocked_reason,
+    resolve_target,
+)
 from jobs.webhooks.transport import WebhookClient
 from tests.conftest import (
     ACME,
@@ -654,6 +660,18 @@ async def delivery_attempts(client, endpoint_id: str) -> list[dict]:
     return data[0]["attempts"] if data else []
 
 
+async def test_a_name_with_one_private_address_among_public_ones_is_refused(monkeypatch):
+    # Every address a name resolves to is checked, not only the first: a client may
+    # connect to any of them.
+    def lookup(host, port, family=0, type=0, proto=0, flags=0):
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (a, int(port)))
+                for a in ("93.184.216.34", "127.0.0.1")]  # fmt: skip
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
+    with pytest.raises(UnsafeURL, match=r"127\.0\.0\.1"):
+        await resolve_target("https://mixed.example/hook", False, timeout_s=5)
+
+
 async def test_name_rebound_to_loopback_after_registration_is_refused_at_delivery(
     settings, dns, unused_port
 ):
@@ -874,6 +892,24 @@ async def test_a_connection_verified_for_one_host_never_serves_another(dns):
     assert [r.split(b"\r\n")[1] for r in server.requests] == [
         f"Host: a.example:{port}".encode()
     ] * 2
+
+
+async def test_a_pin_for_one_host_opens_no_connection_for_another():
+    # The pinned address is for the checked host only: a request to any other host in the
+    # same task (a redirect, were one followed) connects nowhere.
+    server = await Listener().start("127.0.0.1")
+    client = WebhookClient(2.0)
+    target = Target(scheme="http", host="a.example", port=server.port, address="127.0.0.1",
+                    path="/")  # fmt: skip
+    try:
+        with client.pinned(target):
+            with pytest.raises(httpx.ConnectError, match=r"no checked address for b\.example"):
+                await client.http.get(f"http://b.example:{server.port}/")
+            assert (await client.http.get(f"http://a.example:{server.port}/")).status_code == 200
+    finally:
+        await client.aclose()
+        await server.stop()
+    assert server.connections == 1
 
 
 async def test_no_connection_is_made_for_a_host_without_a_checked_address(webhook_client):

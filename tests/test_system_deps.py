@@ -15,7 +15,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "system-deps.sh"
-TOOLS = {"redis-server": "redis-server", "promtool": "prometheus", "chromium": "chromium"}
+TOOLS = {
+    "redis-server": "redis-server",
+    "promtool": "prometheus",
+    "chromium": "chromium",
+    "unzip": "unzip",
+}
 """Each command the script looks for, and the Debian package that brings it."""
 
 
@@ -77,7 +82,7 @@ def test_nothing_missing_runs_no_apt_and_says_nothing(tmp_path):
 
 
 def test_as_root_it_installs_what_is_missing_and_only_that(tmp_path):
-    done = run(tmp_path, present=("redis-server",))
+    done = run(tmp_path, present=("redis-server", "unzip"))
     assert done.returncode == 0, done.stderr
     assert done.calls == [
         "apt-get update -q",
@@ -88,13 +93,13 @@ def test_as_root_it_installs_what_is_missing_and_only_that(tmp_path):
 
 
 def test_not_root_it_installs_through_sudo_without_a_password(tmp_path):
-    done = run(tmp_path, present=("redis-server", "chromium"), uid=1000, sudo=True)
+    done = run(tmp_path, present=("redis-server", "chromium", "unzip"), uid=1000, sudo=True)
     assert done.returncode == 0, done.stderr
     assert "sudo -n apt-get install -y -q --no-install-recommends prometheus" in done.calls
 
 
 def test_not_root_without_sudo_it_explains_and_installs_nothing(tmp_path):
-    done = run(tmp_path, present=("redis-server",), uid=1000)
+    done = run(tmp_path, present=("redis-server", "unzip"), uid=1000)
     assert done.returncode == 1
     assert done.calls == []
     assert "missing: promtool chromium" in done.stderr
@@ -106,11 +111,11 @@ def test_without_apt_it_explains(tmp_path):
     done = run(tmp_path, present=(), apt=False)
     assert done.returncode == 1
     assert "there is no apt-get" in done.stderr
-    assert "redis-server prometheus chromium" in done.stderr
+    assert "redis-server prometheus unzip chromium" in done.stderr
 
 
 def test_a_package_that_brings_nothing_onto_the_path_fails(tmp_path):
-    done = run(tmp_path, present=("redis-server", "chromium"), apt_installs=False)
+    done = run(tmp_path, present=("redis-server", "chromium", "unzip"), apt_installs=False)
     assert done.returncode == 1
     assert "installed, but still missing: promtool" in done.stderr
 
@@ -118,7 +123,9 @@ def test_a_package_that_brings_nothing_onto_the_path_fails(tmp_path):
 def test_chromium_may_be_given_by_its_path(tmp_path):
     browser = tmp_path / "my-chromium"
     executable(browser, "#!/bin/sh\n")
-    done = run(tmp_path, present=("redis-server", "promtool"), env={"CHROMIUM": str(browser)})
+    done = run(
+        tmp_path, present=("redis-server", "promtool", "unzip"), env={"CHROMIUM": str(browser)}
+    )
     assert (done.returncode, done.calls) == (0, [])
     missing = run(tmp_path / "other", env={"CHROMIUM": str(tmp_path / "nowhere")}, apt=False)
     assert "CHROMIUM=" in missing.stderr and missing.returncode == 1

@@ -173,6 +173,7 @@ class StartArgs:
     worker: str
     lease_ms: int
     retention_s: int
+    run_token: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from typing import Any
+from uuid import uuid4
 
 from redis.asyncio import Redis
 
@@ -377,12 +378,16 @@ class JobStore:
         """Dead letters, newest failure first (operators)."""
         return await self.list_index(keys.DLQ, **filters)
 
-    async def mark_started(self, job_id: str, kind: str, worker: str) -> JobRecord | Busy | None:
+    async def mark_started(
+        self, job_id: str, kind: str, worker: str, run_token: str | None = None
+    ) -> JobRecord | Busy | None:
         """Move the record to `running` for its next attempt; None if it has no record.
 
         A record already finished (cancelled, or failed by the reconciler), or one whose
         client asked to cancel it before it started, is returned unchanged so the caller
-        can skip the run; `Busy` when another live worker runs it.
+        can skip the run; `Busy` when another live worker runs it. `run_token` (fresh by
+        default) names this start: the same start sent again, as redis-py does when the
+        connection drops before Redis's answer arrives, does not start a second attempt.
         """
         started = now_ms()
         raw = await START(
@@ -403,6 +408,7 @@ class JobStore:
                 worker=worker,
                 lease_ms=int(self.settings.worker_lease_seconds * 1000),
                 retention_s=self.retention_s(kind),
+                run_token=run_token or uuid4().hex,
             ),
         )
         if not raw:

@@ -21,7 +21,12 @@ class ApiServer:
              "--port", str(self.port)],
             cwd=ROOT, env=settings_env(settings), stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
-        wait_until(self._ready, 30, "the API under uvicorn")
+        try:
+            # Its imports take seconds, many more on a machine that is busy with other tests.
+            wait_until(self._ready, 90, "the API under uvicorn")
+        except TimeoutError:
+            self.stop()
+            raise
 
     @property
     def url(self) -> str:

@@ -3,9 +3,11 @@
 A private redis-server with AOF (or, where Sentinel runs and `CHAOS_FAILOVER` is not 0,
 a primary with two replicas and three Sentinels, `REDIS_MIN_REPLICAS=1`, whose primary
 is killed instead of Redis being restarted), moto's S3 server behind a proxy (so S3 can be taken
-away without losing its contents), the fake Messages API, webhook receivers (some
-flaky, one behind a proxy that goes down), the API under uvicorn and two workers under
-the `arq` CLI. Faults are injected on a fixed schedule, jittered by a seeded RNG.
+away without losing its contents), the fake Messages API, one webhook receiver per
+endpoint (steady, flaky, or behind a proxy that goes down), each knowing only its own
+endpoint's secret, the API under uvicorn and two workers under the `arq` CLI. Faults are
+injected on a fixed schedule, jittered by a seeded RNG; each leaves evidence that it
+took effect (`evidence()`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import redis as redis_lib
 
 from jobs.settings import Settings
 from tests.conftest import make_settings
@@ -65,6 +69,8 @@ class ChaosStack:
     """Everything the chaos run talks to; `stop()` ends every process it started, by pid."""
 
     workdir: Path
+    # Receiver name (the endpoint it serves) -> "steady", "flaky" or "downed".
+    layout: dict[str, str] = field(default_factory=dict)
     redis: RedisServer = field(default_factory=lambda: RedisServer(appendonly=True))
     s3: S3Server = field(default_factory=S3Server)
     claude: FakeAnthropic = field(default_factory=FakeAnthropic)
@@ -75,6 +81,7 @@ class ChaosStack:
     api: ApiServer | None = None
     settings: Settings | None = None
     faults_done: list[tuple[float, str]] = field(default_factory=list)
+    redis_runs: list[str] = field(default_factory=list)
     failover: bool = field(default_factory=failover_wanted)
     sentinel: SentinelDeployment | None = None
     _spawned: int = 0
@@ -91,10 +98,12 @@ class ChaosStack:
         self.proxies["s3"] = Proxy(self.s3.port).start()
         self.claude.delay_s = 0.2  # long enough that kills land mid-call
         self.claude.start()
-        for name, flaky in (("steady", False), ("flaky", True), ("downed", False)):
-            receiver = (FlakyReceiver if flaky else Receiver)().start()
+        for name, behaviour in self.layout.items():
+            receiver = (FlakyReceiver if behaviour == "flaky" else Receiver)().start()
             self.receivers[name] = receiver
-        self.proxies["downed"] = Proxy(self.receivers["downed"].port).start()
+            if behaviour == "downed":
+                self.proxies[name] = Proxy(receiver.port).start()
+        self.redis_runs.append(self._redis_run_id())
         self.settings = make_settings(
             self.redis.url,
             self.proxies["s3"].url,
@@ -127,6 +136,24 @@ class ChaosStack:
             return f"{self.proxies[name].url}/hooks"
         return self.receivers[name].url
 
+    def _primary_port(self) -> int:
+        return self.sentinel.primary_port() if self.sentinel is not None else self.redis.port
+
+    def _redis_run_id(self) -> str:
+        client = redis_lib.Redis(port=self._primary_port(), socket_timeout=5)
+        try:
+            return str(client.info("server")["run_id"])
+        finally:
+            client.close()
+
+    def redis_connections(self) -> int:
+        """Connections the running redis-server (the primary) has accepted since it started."""
+        client = redis_lib.Redis(port=self._primary_port(), socket_timeout=5)
+        try:
+            return int(client.info("stats")["total_connections_received"])
+        finally:
+            client.close()
+
     def _spawn_worker(self) -> subprocess.Popen:
         self._spawned += 1
         assert self.settings is not None
@@ -155,14 +182,24 @@ class ChaosStack:
         self.redis.proc.kill()
         self.redis.proc.wait(10)
         self.redis.start()
+        self.redis_runs.append(self._redis_run_id())
 
     def fail_over(self) -> None:
-        """kill -9 the Redis primary; the Sentinels promote a replica."""
+        """kill -9 the Redis primary; the Sentinels promote a replica (waited for here)."""
         assert self.sentinel is not None
         self.sentinel.kill_primary()
+        self.sentinel.wait_promoted()
+        self.redis_runs.append(self._redis_run_id())
 
     def set_down(self, proxy: str, down: bool) -> None:
-        self.proxies[proxy].set_down(down)
+        """Take S3 (`"s3"`) or every downed receiver (`"downed"`) away, or bring it back."""
+        names = [proxy] if proxy in self.proxies else self.downed()
+        for name in names:
+            self.proxies[name].set_down(down)
+
+    def downed(self) -> list[str]:
+        """The receivers that go down."""
+        return [name for name, behaviour in self.layout.items() if behaviour == "downed"]
 
     def schedule(self, seed: int) -> list[Fault]:
         """The fault schedule, seconds after the load starts, each jittered by up to 1 s."""
@@ -175,14 +212,14 @@ class ChaosStack:
             [
                 Fault(at(3), "kill -9 worker 0", lambda: self.kill_worker(0)),
                 Fault(at(8), "S3 down (15 s)", lambda: self.set_down("s3", True)),
-                Fault(at(10), "receiver down (20 s)", lambda: self.set_down("downed", True)),
+                Fault(at(10), "receivers down (20 s)", lambda: self.set_down("downed", True)),
                 Fault(at(14), "kill -9 worker 1", lambda: self.kill_worker(1)),
                 Fault(at(20), "SIGTERM worker 0", lambda: self.sigterm_worker(0)),
                 Fault(at(8) + 15, "S3 back", lambda: self.set_down("s3", False)),
                 Fault(at(27), "kill -9 the Redis primary (Sentinel fails over)", self.fail_over)
                 if self.failover
                 else Fault(at(27), "kill -9 Redis, restart (AOF)", self.restart_redis),
-                Fault(at(10) + 20, "receiver back", lambda: self.set_down("downed", False)),
+                Fault(at(10) + 20, "receivers back", lambda: self.set_down("downed", False)),
                 Fault(at(34), "kill -9 worker 1", lambda: self.kill_worker(1)),
             ],
             key=lambda f: f.at_s,

@@ -1,7 +1,9 @@
 """A TCP proxy in front of a test server, to take it away or slow it down on cue.
 
 `down = True` makes it close every connection (the server looks unreachable);
-`delay_s` holds each chunk it forwards for that long (a slow network).
+`delay_s` holds each chunk it forwards for that long (a slow network);
+`lose_answers = n` drops the next n answers from the server, closing the connection
+instead of passing each on (the server did the work; its client never hears of it).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ class Proxy:
     port: int = 0
     down: bool = False
     delay_s: float = 0.0
+    lose_answers: int = 0
+    answers_lost: int = 0
+    refused: int = 0  # connections closed at once while down: someone tried
     _loop: asyncio.AbstractEventLoop | None = None
     _runner: ThreadedServer | None = None
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
@@ -48,6 +53,7 @@ class Proxy:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.down:
+            self.refused += 1
             writer.close()
             return
         try:
@@ -57,12 +63,19 @@ class Proxy:
             return
         self._writers |= {writer, up_writer}
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pipe(
+            src: asyncio.StreamReader, dst: asyncio.StreamWriter, answers: bool = False
+        ) -> None:
             try:
                 while data := await src.read(65536):
                     if self.delay_s:
                         await asyncio.sleep(self.delay_s)
                     if self.down:
+                        break
+                    if answers and self.lose_answers > 0:
+                        self.lose_answers -= 1
+                        self.answers_lost += 1
+                        writer.close()
                         break
                     dst.write(data)
                     await dst.drain()
@@ -71,5 +84,5 @@ class Proxy:
             finally:
                 dst.close()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer, answers=True))
         self._writers -= {writer, up_writer}

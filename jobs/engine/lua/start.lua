@@ -2,8 +2,11 @@
 -- record. A job that ended meanwhile, or that its client cancelled before it started,
 -- is returned as it is (the caller records the cancel); one that another live worker
 -- runs answers 'busy'.
+-- `run_token` is fresh for each start a worker makes: when redis-py sends the command
+-- again because the answer to the first was lost (the connection dropped after Redis ran
+-- it), the record already carries that token and the start is not made twice.
 -- KEYS: record, attempts, waiting, running, workers, worker_jobs, claimed, fair_running
--- ARGV: id, now_ms, worker, lease_ms, retention_s
+-- ARGV: id, now_ms, worker, lease_ms, retention_s, run_token
 redis.call('ZREM', KEYS[7], ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return false  -- its place in fair_running goes with the reconciler's sweep
@@ -16,6 +19,9 @@ if state == 'succeeded' or state == 'failed' or state == 'cancelled' then
 end
 local now = tonumber(ARGV[2])
 if state == 'running' then
+  if redis.call('HGET', KEYS[1], 'run_token') == ARGV[6] then
+    return redis.call('HGETALL', KEYS[1])  -- this very start, sent again
+  end
   local owner = redis.call('HGET', KEYS[1], 'worker')
   if owner and owner ~= ARGV[3] then
     local beat = redis.call('ZSCORE', KEYS[5], owner)
@@ -28,7 +34,7 @@ elseif redis.call('HEXISTS', KEYS[1], 'cancel_requested_at') == 1 then
 end
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 redis.call('HSET', KEYS[1], 'state', 'running', 'updated_at', now, 'worker', ARGV[3],
-  'next_attempt_at', '', 'stage', '', 'qm', '')
+  'next_attempt_at', '', 'stage', '', 'qm', '', 'run_token', ARGV[6])
 if not redis.call('HGET', KEYS[1], 'started_at') then
   redis.call('HSET', KEYS[1], 'started_at', now)
 end
