@@ -216,6 +216,7 @@ class FinishArgs:
     dead_letter: str
     wake_channel: str
     bucket: str
+    drop_entry: str = ""
     fields: tuple[str | int | float, ...] = ()
 
 
