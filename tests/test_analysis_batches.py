@@ -9,10 +9,18 @@ import time
 import pytest
 from anthropic import AsyncAnthropic
 
+from api.sessions import COOKIE
+from jobs.analyses import build_request
 from jobs.analysis_batches.economy import custom_id
 from jobs.analysis_batches.state import BatchState
-from jobs.analyses import build_request
-from tests.conftest import ACME, GLOBEX, api_client, eventually, running_worker
+from tests.conftest import (
+    ACME,
+    GLOBEX,
+    api_client,
+    eventually,
+    operator_session,
+    running_worker,
+)
 from tests.support.processes import kill, start_worker
 from tests.support.receiver import Receiver
 
@@ -157,6 +165,12 @@ async def test_standard_batch_analyses_each_document_counts_a_failure_and_pages_
     assert [(m["mode"], m["price_factor"]) for m in usage["by_mode"]] == [("standard", 1.0)]
     assert usage["data"][0]["output_tokens"] == 6 * 7
 
+    # The dashboard shows the batch's progress and its failed document.
+    api.cookies.set(COOKIE, await operator_session(batch_settings))
+    page = (await api.get(f"/dashboard/jobs/{job['id']}")).text
+    assert 'id="batch"' in page and '<th>Failed</th><td class="bad">1</td>' in page
+    assert bad[0] in page and "claude_bad_request" in page
+
 
 async def test_economy_batch_splits_resubmits_errored_and_expired_and_bills_half(
     batch_settings, api, claude
@@ -174,7 +188,10 @@ async def test_economy_batch_splits_resubmits_errored_and_expired_and_bills_half
     assert job["state"] == "succeeded", job
     result = job["result"]
     assert (result["mode"], result["total"], result["succeeded"], result["failed"]) == (
-        "economy", 5, 4, 1
+        "economy",
+        5,
+        4,
+        1,
     )
     creations = [e for e in claude.batch_log if e["op"] == "create"]
     # Round 1: five requests in Message Batches of at most two; round 2: the errored
@@ -194,9 +211,7 @@ async def test_economy_batch_splits_resubmits_errored_and_expired_and_bills_half
     assert document["latest_analysis"]["state"] == "succeeded"
 
 
-async def test_cancelling_an_economy_batch_cancels_its_message_batch(
-    batch_settings, api, claude
-):
+async def test_cancelling_an_economy_batch_cancels_its_message_batch(batch_settings, api, claude):
     claude.batch_latency_s = 60
     ids = await make_docs(api, 3)
     job = (await create(api, document_ids=ids, mode="economy")).json()

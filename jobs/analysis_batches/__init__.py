@@ -12,6 +12,7 @@ from __future__ import annotations
 from jobs.analysis_batches.job import (
     KIND,
     MAX_DOCUMENTS,
+    batch_overview,
     cancel_abandoned,
     create_batch,
     document_result,
@@ -25,6 +26,7 @@ __all__ = [
     "ANALYSIS_BATCH",
     "ANALYSIS_BATCHES",
     "MAX_DOCUMENTS",
+    "batch_overview",
     "create_batch",
     "document_result",
     "results_page",

@@ -192,6 +192,19 @@ async def document_result(redis: Redis, job_id: str, doc_id: str) -> dict[str, A
     return decode_entry(raw)
 
 
+async def batch_overview(redis: Redis, job_id: str, failures: int = 50) -> dict[str, Any]:
+    """A batch's counts so far and its first `failures` failed documents (operators)."""
+    batch = BatchState(redis, job_id)
+    shown: list[dict[str, Any]] = []
+    async for doc_id, raw in redis.hscan_iter(batch.results, count=1000):
+        if len(shown) >= failures:
+            break
+        entry = decode_entry(raw)
+        if entry is not None and entry["state"] == "failed":
+            shown.append({"document_id": doc_id.decode(), **entry["error"]})
+    return {**await batch.counts(), "failures": shown}
+
+
 async def cancel_abandoned(deps: WorkerDeps) -> int:
     """Cancel the Message Batches of batch jobs that ended without reading them (a cancel,
     a failure): a worker chore, since a job cancelled while it waits runs no more."""
