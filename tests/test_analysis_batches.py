@@ -211,6 +211,23 @@ async def test_economy_batch_splits_resubmits_errored_and_expired_and_bills_half
     assert document["latest_analysis"]["state"] == "succeeded"
 
 
+async def test_a_message_batch_that_expires_has_its_unprocessed_requests_resubmitted(
+    batch_settings, api, claude
+):
+    """Claude expires what a Message Batch has not run 24 hours after its creation; the
+    fake does it after `batch_expire_after_s`."""
+    claude.batch_latency_s, claude.batch_expire_after_s = 1.0, 0.5
+    ids = await make_docs(api, 10)
+    job = (await create(api, document_ids=ids, mode="economy")).json()
+    async with running_worker(batch_settings):
+        await eventually(lambda: _async([e for e in claude.batch_log if e["op"] == "create"]))
+        claude.batch_latency_s, claude.batch_expire_after_s = 0.2, 60.0
+        job = await finished(api, job["id"])
+    assert job["state"] == "succeeded" and job["result"]["succeeded"] == 10
+    first, second = [e["requests"] for e in claude.batch_log if e["op"] == "create"]
+    assert len(first) == 10 and 0 < len(second) < 10  # only what expired went again
+
+
 async def test_cancelling_an_economy_batch_cancels_its_message_batch(batch_settings, api, claude):
     claude.batch_latency_s = 60
     ids = await make_docs(api, 3)
