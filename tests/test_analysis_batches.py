@@ -172,6 +172,22 @@ async def test_standard_batch_analyses_each_document_counts_a_failure_and_pages_
     assert bad[0] in page and "claude_bad_request" in page
 
 
+async def test_a_standard_batch_draws_on_the_shared_claude_budget_and_waits_without_failing(
+    batch_settings, api, claude
+):
+    claude.limit(requests_per_minute=240, burst_requests=2)
+    settings = batch_settings.model_copy(update={"claude_requests_per_minute": 240})
+    ids = await make_docs(api, 8)
+    job = (await create(api, document_ids=ids, mode="standard")).json()
+    async with running_worker(settings):
+        job = await finished(api, job["id"])
+    assert job["state"] == "succeeded" and job["result"]["succeeded"] == 8
+    assert job["attempt"] == 1  # waiting for the budget spent no try
+    assert claude.answered_429 == 0 and len(claude.requests) == 8
+    # 8 calls at 4 a second after a burst of 2: at least about 1.5 s.
+    assert claude.admitted_at[-1] - claude.admitted_at[0] >= 1.2
+
+
 async def test_economy_batch_splits_resubmits_errored_and_expired_and_bills_half(
     batch_settings, api, claude
 ):
@@ -193,6 +209,8 @@ async def test_economy_batch_splits_resubmits_errored_and_expired_and_bills_half
         4,
         1,
     )
+    # Every wait for a Message Batch was a Continue: no try spent, no history left.
+    assert job["attempt"] == 1 and [a["outcome"] for a in job["attempts"]] == ["succeeded"]
     creations = [e for e in claude.batch_log if e["op"] == "create"]
     # Round 1: five requests in Message Batches of at most two; round 2: the errored
     # (overloaded) and the expired one, again.
