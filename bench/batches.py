@@ -45,6 +45,13 @@ PRICES = {"input_tokens": 3.0, "output_tokens": 15.0, "cache_read_input_tokens":
           "cache_creation_input_tokens": 3.75}  # fmt: skip
 
 
+async def keys_memory(redis: Redis, names: list[str]) -> int:
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.memory_usage(name, samples=0)
+        return sum(n or 0 for n in await pipe.execute())
+
+
 async def own_memory(redis: Redis, patterns: list[str]) -> int:
     total = 0
     for pattern in patterns:
@@ -160,9 +167,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     await wait_done(store, singles, 3600)
                     wall = time.perf_counter() - clock
                     await stop_worker(worker, task)
-                    done = 0
-                    for job_id in singles:
-                        done += await own_memory(redis, [f"lr:job:{job_id}*"])
+                    names = [f"lr:job:{j}{s}" for j in singles for s in ("", ":attempts")]
+                    done = await keys_memory(redis, names)
                     done += await own_memory(redis, ["lr:usage-counted:*", "lr:analysis-answer:*"])
                     out["singles"] = {
                         "jobs": len(singles),
