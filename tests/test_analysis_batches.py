@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 
+import httpx
 import pytest
 from anthropic import AsyncAnthropic
 
@@ -364,6 +365,23 @@ async def test_a_worker_killed_while_waiting_does_not_submit_twice(
 
 async def _async(value):
     return value
+
+
+async def test_an_export_carries_each_documents_batch_analysis(batch_settings, api, claude):
+    (good,) = await make_docs(api, 1, user="u-x")
+    (bad,) = await make_docs(api, 1, user="u-x", text="fake-answers[bad]=400*")
+    job = (await create(api, document_ids=[good, bad], mode="standard")).json()
+    async with running_worker(batch_settings):
+        job = await finished(api, job["id"])
+        body = {"user_id": "u-x", "format": "ndjson"}
+        exported = (await api.post("/v1/exports", headers=ACME, json=body)).json()
+        exported = await finished(api, exported["id"])
+    async with httpx.AsyncClient() as plain:
+        lines = (await plain.get(exported["result"]["download_url"])).text.splitlines()
+    latest = {e["id"]: e["latest_analysis"] for e in map(json.loads, lines)}
+    assert latest[good]["state"] == "succeeded" and latest[good]["job_id"] == job["id"]
+    assert latest[good]["analysis"].startswith("Analysis of")
+    assert latest[bad] == {"job_id": job["id"], "state": "failed"}
 
 
 async def test_results_of_another_accounts_batch_are_a_404(api, claude):
