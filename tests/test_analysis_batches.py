@@ -176,7 +176,7 @@ async def test_standard_batch_analyses_each_document_counts_a_failure_and_pages_
 async def test_a_standard_batch_draws_on_the_shared_claude_budget_and_waits_without_failing(
     batch_settings, api, claude
 ):
-    claude.limit(requests_per_minute=240, burst_requests=2)
+    claude.limit(requests_per_minute=240, burst_requests=4)  # the budget's own burst
     settings = batch_settings.model_copy(update={"claude_requests_per_minute": 240})
     ids = await make_docs(api, 8)
     job = (await create(api, document_ids=ids, mode="standard")).json()
@@ -185,8 +185,8 @@ async def test_a_standard_batch_draws_on_the_shared_claude_budget_and_waits_with
     assert job["state"] == "succeeded" and job["result"]["succeeded"] == 8
     assert job["attempt"] == 1  # waiting for the budget spent no try
     assert claude.answered_429 == 0 and len(claude.requests) == 8
-    # 8 calls at 4 a second after a burst of 2: at least about 1.5 s.
-    assert claude.admitted_at[-1] - claude.admitted_at[0] >= 1.2
+    # 8 calls at 4 a second after a burst of 4: about 1 s at least.
+    assert claude.admitted_at[-1] - claude.admitted_at[0] >= 0.8
 
 
 async def test_economy_batch_splits_resubmits_errored_and_expired_and_bills_half(
