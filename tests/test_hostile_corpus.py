@@ -32,6 +32,7 @@ from redis.asyncio import Redis
 
 from api.failures import failure_key
 from api.main import create_app
+from api.routes.webhooks import EVENT_TYPES
 from api.sessions import COOKIE, SESSION_INDEX, SESSION_SECONDS, Sessions
 from jobs.engine.runner import fail_job
 from jobs.engine.store import JobStore
@@ -375,7 +376,8 @@ def webhook_cases() -> list[Case]:
           json={"url": PUBLIC_HOOK, "events": ["export.completed", "export.exploded"]}),
         w("events-empty", json={"url": PUBLIC_HOOK, "events": []}),
         w("events-string", json={"url": PUBLIC_HOOK, "events": "export.completed"}),
-        w("events-too-many", json={"url": PUBLIC_HOOK, "events": ["export.failed"] * 5}),
+        w("events-too-many", json={"url": PUBLIC_HOOK,
+                                   "events": ["export.failed"] * (len(EVENT_TYPES) + 1)}),
         w("url-int", json={"url": 5, "events": events}),
         w("missing-url", json={"events": events}),
         w("missing-events", json={"url": PUBLIC_HOOK}),
