@@ -20,6 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.problems import problem
 
 BODY_LIMIT_BYTES = 64 * 1024
+# An analysis batch names up to 10,000 document ids (about 33 bytes each in JSON).
+BATCH_BODY_LIMIT_BYTES = 1024 * 1024
 
 LimitFor = Callable[[Scope], int]
 
@@ -67,11 +69,14 @@ def too_large(limit: int, path: str) -> Any:
 
 
 def body_limits(document_body_bytes: int) -> LimitFor:
-    """The limit per request: `document_body_bytes` for document uploads, else the default."""
+    """The limit per request: `document_body_bytes` for document uploads, 1 MiB for an
+    analysis batch's id list, else the default."""
 
     def limit_for(scope: Scope) -> int:
         if scope["method"] == "POST" and scope["path"] == "/v1/documents":
             return document_body_bytes
+        if scope["method"] == "POST" and scope["path"] == "/v1/analysis-batches":
+            return BATCH_BODY_LIMIT_BYTES
         return BODY_LIMIT_BYTES
 
     return limit_for

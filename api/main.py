@@ -22,6 +22,7 @@ from api.limits import BodyLimit, body_limits
 from api.problems import document_problems, install_problem_handlers
 from api.routes import (
     analyses,
+    analysis_batches,
     canaries,
     dashboard,
     dead_letters,
@@ -169,7 +170,8 @@ def create_app(settings: Settings | None = None, registry: Registry = REGISTRY) 
         return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     routers = (
-        health, documents, analyses, exports, jobs, webhooks, usage, dead_letters, canaries, queues,
+        health, documents, analyses, analysis_batches, exports, jobs, webhooks, usage,
+        dead_letters, canaries, queues,
     )  # fmt: skip
     for module in routers:
         app.include_router(module.router)

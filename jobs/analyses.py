@@ -16,12 +16,13 @@ from redis.asyncio import Redis
 
 from jobs import metrics
 from jobs.claude import Claude, open_claude
-from jobs.documents import Documents, analysis_key
+from jobs.documents import DocumentMeta, Documents, analysis_key
 from jobs.engine import Domain, JobKind, JobRun
 from jobs.engine.keys import domain_key
 from jobs.engine.scripts import LuaScript
 from jobs.errors import NotFound
 from jobs.settings import Settings
+from jobs.storage import Storage
 
 USAGE_FIELDS = (
     "input_tokens",
@@ -50,8 +51,17 @@ class UsageArgs:
 COUNT_USAGE = LuaScript("jobs", "usage", UsageKeys, UsageArgs)
 
 
+# Claude's Message Batches cost half the standard price (economy analysis batches).
+PRICE_FACTORS = {"standard": 1.0, "economy": 0.5}
+
+
 def usage_key(account: str) -> str:
     return domain_key("usage", account)
+
+
+def economy_usage_key(account: str) -> str:
+    """The share of an account's usage answered through Message Batches (half price)."""
+    return domain_key("usage", account, "economy")
 
 
 def build_request(
@@ -128,15 +138,46 @@ async def count_usage(
     return bool(counted)
 
 
-async def account_usage(redis: Redis, account: str) -> list[dict[str, Any]]:
-    """Tokens used by an account, per model."""
-    raw = await redis.hgetall(usage_key(account))
+def _per_model(raw: dict[bytes, bytes]) -> dict[str, dict[str, Any]]:
     models: dict[str, dict[str, Any]] = {}
     for field_name, value in raw.items():
         model, _, name = field_name.decode().rpartition(":")
         models.setdefault(model, {"model": model, **dict.fromkeys(USAGE_FIELDS, 0)})
         models[model][name] = int(value)
+    return models
+
+
+async def account_usage(redis: Redis, account: str) -> list[dict[str, Any]]:
+    """Tokens used by an account, per model (every mode together)."""
+    models = _per_model(await redis.hgetall(usage_key(account)))
     return sorted(models.values(), key=lambda m: m["model"])
+
+
+async def account_usage_by_mode(redis: Redis, account: str) -> list[dict[str, Any]]:
+    """Tokens used by an account per mode and model, with each mode's price factor:
+    `economy` (Message Batches, half price) and `standard` (every other call)."""
+    every = _per_model(await redis.hgetall(usage_key(account)))
+    economy = _per_model(await redis.hgetall(economy_usage_key(account)))
+    rows: list[dict[str, Any]] = []
+    for model, used in sorted(every.items()):
+        cheap = economy.get(model, dict.fromkeys(USAGE_FIELDS, 0))
+        standard = {name: used[name] - cheap.get(name, 0) for name in USAGE_FIELDS}
+        for mode, tokens in (("standard", standard), ("economy", cheap)):
+            if any(tokens.get(name, 0) for name in USAGE_FIELDS):
+                row = {name: tokens.get(name, 0) for name in USAGE_FIELDS}
+                rows.append({"mode": mode, "model": model, **row,
+                             "price_factor": PRICE_FACTORS[mode]})  # fmt: skip
+    return rows
+
+
+async def save_analysis(
+    storage: Storage, meta: DocumentMeta, job_id: str, result: dict[str, Any],
+    instructions: str | None,
+) -> None:  # fmt: skip
+    """Store an analysis at the document's key for `job_id` (a rerun overwrites it)."""
+    key = analysis_key(meta.account, meta.user_id, meta.id, job_id)
+    stored = {**result, "job_id": job_id, "instructions": instructions}
+    await storage.put_bytes(key, json.dumps(stored).encode(), "application/json")
 
 
 async def run_analysis(run: JobRun, args: dict[str, Any]) -> dict[str, Any]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from jobs.analyses import ANALYSES
+from jobs.analysis_batches import ANALYSIS_BATCHES
 from jobs.canaries import CANARIES
 from jobs.engine import Registry
 from jobs.exports import EXPORTS
 from jobs.webhooks import WEBHOOKS
 
-REGISTRY = Registry([ANALYSES, EXPORTS, WEBHOOKS, CANARIES])
+REGISTRY = Registry([ANALYSES, ANALYSIS_BATCHES, EXPORTS, WEBHOOKS, CANARIES])

@@ -121,6 +121,15 @@ class Settings(BaseSettings):
     claude_output_tokens_per_minute: int | None = Field(None, ge=1)
     # Off: every worker calls Claude blind to the others (kept for comparison).
     claude_budget: bool = True
+    # Analysis batches. standard: the documents one batch analyses at once, and how long one
+    # step runs before the batch goes back to the fair queue; economy: the first and the
+    # longest wait between two looks at a Message Batch, and the size of one Message Batch.
+    analysis_batch_concurrency: int = Field(4, ge=1, le=1000)
+    analysis_batch_step_seconds: float = Field(20.0, gt=0)
+    analysis_batch_poll_seconds: float = Field(30.0, gt=0)
+    analysis_batch_poll_max_seconds: float = Field(300.0, gt=0)
+    analysis_batch_max_requests: int = Field(100_000, ge=1, le=100_000)
+    analysis_batch_max_bytes: int = Field(256_000_000, ge=1024, le=256 * 1024 * 1024)
 
     api_keys: Annotated[dict[str, list[str]], NoDecode] = Field(default_factory=dict)
     admin_api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from jobs.analyses import COUNT_USAGE
+from jobs.analysis_batches.state import RECORD
 from jobs.engine.scripts import ENGINE_SCRIPTS, LuaScript
 from jobs.webhooks.endpoints import ENDPOINT_HEALTH
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS: list[LuaScript] = [*ENGINE_SCRIPTS, COUNT_USAGE, ENDPOINT_HEALTH]
+SCRIPTS: list[LuaScript] = [*ENGINE_SCRIPTS, COUNT_USAGE, ENDPOINT_HEALTH, RECORD]
 
 
 def module_name(path: Path) -> str:

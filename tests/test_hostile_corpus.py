@@ -32,6 +32,7 @@ from redis.asyncio import Redis
 
 from api.failures import failure_key
 from api.main import create_app
+from api.routes.webhooks import EVENT_TYPES
 from api.sessions import COOKIE, SESSION_INDEX, SESSION_SECONDS, Sessions
 from jobs.engine.runner import fail_job
 from jobs.engine.store import JobStore
@@ -287,6 +288,37 @@ def analysis_cases() -> list[Case]:
     ]
 
 
+def analysis_batch_cases() -> list[Case]:
+    b = rows("analysis-batch", "POST", "/v1/analysis-batches")
+    as_json = {"content_type": "application/json"}
+    ok = {"document_ids": ["{doc}"], "mode": "standard"}
+    results = "/v1/analysis-batches/{id}/results"
+    return [
+        b("other-accounts-document", json={"document_ids": ["{gdoc}"]},
+          code="unknown_documents"),
+        b("unknown-document", json={"document_ids": ["doc_01J00000000000000000000000"]},
+          code="unknown_documents"),
+        b("traversal-id", json={"document_ids": ["../../etc/passwd"]}, code="unknown_documents"),
+        b("ids-and-user", json={"document_ids": ["{doc}"], "user_id": "u1"}),
+        b("neither-ids-nor-user", json={"mode": "standard"}),
+        b("ids-empty", json={"document_ids": []}),
+        b("ids-over-10000", json={"document_ids": ["{doc}"] * 10_001}),
+        b("ids-not-strings", json={"document_ids": [1, 2]}),
+        b("mode-unknown", json={**ok, "mode": "cheap"}),
+        b("user-id-traversal", json={"user_id": "../globex"}),
+        b("instructions-too-long", json={**ok, "instructions": "i" * 4001}),
+        b("deeply-nested", body=nested(20_000), **as_json),
+        b("multi-mb-json", 413, body=big_json(MB8, **ok), code="payload_too_large", **as_json),
+        b("operator-key", 403, key="admin", json=ok),
+        b("no-key", 401, key=None, json=ok),
+        *id_cases("analysis-batch-results", "GET", results, owner_id="{gjob}", own_id="{job}"),
+        Case("analysis-batch-results-limit-huge", "GET",
+             "/v1/analysis-batches/{job}/results?limit=99999", 422),
+        Case("analysis-batch-results-not-a-batch", "GET",
+             "/v1/analysis-batches/{job}/results", 404),
+    ]
+
+
 def export_cases() -> list[Case]:
     e = rows("export", "POST", "/v1/exports")
     as_json = {"content_type": "application/json"}
@@ -344,7 +376,8 @@ def webhook_cases() -> list[Case]:
           json={"url": PUBLIC_HOOK, "events": ["export.completed", "export.exploded"]}),
         w("events-empty", json={"url": PUBLIC_HOOK, "events": []}),
         w("events-string", json={"url": PUBLIC_HOOK, "events": "export.completed"}),
-        w("events-too-many", json={"url": PUBLIC_HOOK, "events": ["export.failed"] * 5}),
+        w("events-too-many", json={"url": PUBLIC_HOOK,
+                                   "events": ["export.failed"] * (len(EVENT_TYPES) + 1)}),
         w("url-int", json={"url": 5, "events": events}),
         w("missing-url", json={"events": events}),
         w("missing-events", json={"url": PUBLIC_HOOK}),
@@ -496,6 +529,7 @@ CORPUS = [
     *id_cases("document-get", "GET", "/v1/documents/{id}", owner_id="{gdoc}", key="acme"),
     *id_cases("document-delete", "DELETE", "/v1/documents/{id}", owner_id="{gdoc}", key="acme"),
     *analysis_cases(),
+    *analysis_batch_cases(),
     *export_cases(),
     *job_cases(),
     *webhook_cases(),

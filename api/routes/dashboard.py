@@ -22,6 +22,7 @@ from api.deps import ACCOUNT_ID_PATH, JOB_ID_PATTERN, KIND_PATH, RedisDep, Setti
 from api.failures import count_failure
 from api.problems import too_many_failures
 from api.sessions import COOKIE, SESSION_SECONDS, Sessions, operator_key_digest
+from jobs.analysis_batches import ANALYSIS_BATCH, batch_overview
 from jobs.engine.health import queue_health
 from jobs.engine.presenter import attempt_resource
 from jobs.engine.records import JobRecord, JobState, rfc3339
@@ -250,7 +251,10 @@ async def job_page(request: Request, job_id: str, store: StoreDep) -> HTMLRespon
     if record is None:
         return _page(request, "missing.html", session, what=f"job {job_id[:64]}")
     attempts = [attempt_resource(a) for a in reversed(record.attempts)]
-    return _page(request, "job.html", session, job=record, attempts=attempts)
+    batch = None
+    if record.kind == ANALYSIS_BATCH.name:
+        batch = await batch_overview(store.redis, record.id)
+    return _page(request, "job.html", session, job=record, attempts=attempts, batch=batch)
 
 
 @router.get("/dead-letters", response_class=HTMLResponse)

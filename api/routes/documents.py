@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Annotated, Any
 
@@ -13,9 +14,11 @@ from starlette.datastructures import UploadFile
 
 from api.deps import AccountDep, OwnedDocument, ServicesDep, SettingsDep
 from api.schemas import rfc3339
-from jobs.documents import USER_ID_PATTERN, DocumentMeta, Documents
+from jobs.analysis_batches import ANALYSIS_BATCH, document_result
+from jobs.documents import USER_ID_PATTERN, DocumentMeta, Documents, analysis_key
 from jobs.engine.store import JobStore
-from jobs.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from jobs.errors import InvalidInput, PayloadTooLarge, ServiceError, UnsupportedMediaType
+from jobs.storage import Storage
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 
@@ -110,11 +113,32 @@ async def _from_multipart(request: Request, max_bytes: int) -> DocumentCreate:
         return _validated({"user_id": form.get("user_id"), "title": title, "text": text})
 
 
-async def document_public(meta: DocumentMeta, store: JobStore | None) -> DocumentPublic:
+async def batch_analysis(
+    meta: DocumentMeta, store: JobStore, storage: Storage | None, job_id: str
+) -> LatestAnalysis | None:
+    """A document's latest analysis made by an analysis batch: its own result there."""
+    entry = await document_result(store.redis, job_id, meta.id)
+    if entry is None:
+        return None
+    analysis = None
+    if entry["state"] == "succeeded" and storage is not None:
+        key = analysis_key(meta.account, meta.user_id, meta.id, job_id)
+        with contextlib.suppress(ServiceError):  # S3 down: the state and model still show
+            analysis = json.loads(await storage.get_bytes(key)).get("analysis")
+    return LatestAnalysis(
+        job_id=job_id, state=entry["state"], analysis=analysis, model=entry.get("model")
+    )
+
+
+async def document_public(
+    meta: DocumentMeta, store: JobStore | None, storage: Storage | None = None
+) -> DocumentPublic:
     latest = None
     if meta.latest_analysis_job and store is not None:
         record = await store.get(meta.latest_analysis_job)
-        if record is not None:
+        if record is not None and record.kind == ANALYSIS_BATCH.name:
+            latest = await batch_analysis(meta, store, storage, record.id)
+        elif record is not None:
             result = record.result or {}
             latest = LatestAnalysis(
                 job_id=record.id,
@@ -191,7 +215,7 @@ async def create_document(
 @router.get("/{doc_id}", response_model=DocumentPublic)
 async def get_document(document: OwnedDocument, services: ServicesDep) -> DocumentPublic:
     """The document's metadata with its latest analysis, if any."""
-    return await document_public(document, services.store)
+    return await document_public(document, services.store, services.storage)
 
 
 @router.delete("/{doc_id}", status_code=204, responses={503: {"description": "S3 down"}})

@@ -5,7 +5,16 @@ service's `Registry` of domains is handed to the engine, whose runner, presenter
 outbox read it.
 """
 
-from jobs.engine.context import HandBack, JobRun, WorkerDeps
+from jobs.engine.context import Continue, HandBack, JobRun, WorkerDeps
 from jobs.engine.registry import Domain, JobKind, Periodic, Registry
 
-__all__ = ["Domain", "HandBack", "JobKind", "JobRun", "Periodic", "Registry", "WorkerDeps"]
+__all__ = [
+    "Continue",
+    "Domain",
+    "HandBack",
+    "JobKind",
+    "JobRun",
+    "Periodic",
+    "Registry",
+    "WorkerDeps",
+]

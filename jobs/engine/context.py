@@ -105,3 +105,15 @@ class HandBack(Exception):
         super().__init__(reason)
         self.reason = reason
         self.defer_s = defer_s
+
+
+@dataclass(frozen=True)
+class Continue:
+    """Returned by a handler whose job has more to do later (a batch between two slices of
+    its work, or waiting for a remote batch to end): the job goes back to the queue, due
+    after `defer_s`, without holding a worker slot meanwhile. It is not an attempt: no try
+    is spent, no failure is recorded, and the run leaves no entry in the job's history.
+    `stage` is shown while it waits."""
+
+    defer_s: float = 0.0
+    stage: str | None = None

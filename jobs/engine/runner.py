@@ -4,7 +4,8 @@ arq calls `run_attempt` with a job id under the kind's name (`jobs.engine.arq_ad
 The kind's handler gets the record's arguments and a `JobRun`. The outcome goes to the
 record, in the same step as arq's side of it: success; the next attempt scheduled by the
 kind's retry policy; a final failure (a dead letter for kinds that keep them); or, when the
-attempt was interrupted, cancelled or handed back. arq itself never decides.
+attempt was interrupted, cancelled or handed back; or, when the handler returns `Continue`,
+queued again for its next step, which is no attempt. arq itself never decides.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from typing import Any
 
 from jobs import metrics, tracing
-from jobs.engine.context import HandBack, JobRun, WorkerDeps
+from jobs.engine.context import Continue, HandBack, JobRun, WorkerDeps
 from jobs.engine.records import Busy, JobRecord, JobState, now_ms
 from jobs.engine.registry import JobKind
 from jobs.engine.retry import INFRASTRUCTURE_ERROR, decide
@@ -137,6 +138,9 @@ async def _supervise(deps: WorkerDeps, kind: JobKind, record: JobRecord, owner: 
     if exc is not None:
         await _record_failure(deps, kind, run, started, exc, owner)
         return
+    if isinstance(handler.result(), Continue):
+        await _continue(deps, run, owner, handler.result())
+        return
     entry = _attempt_entry(record, started, "succeeded", run.notes)
     try:
         recorded = await deps.store.finish(
@@ -183,6 +187,26 @@ async def _hand_back(
         _lost_lease(run.record)
         return
     log.info("job %s handed back for %.1fs: %s", run.job_id, defer_s, back.reason)
+
+
+async def _continue(deps: WorkerDeps, run: JobRun, owner: str, step: Continue) -> None:
+    """Queue the job again for its next step after `step.defer_s`; the run was no attempt
+    (its history entry goes) and its progress stays."""
+    due = now_ms() + int(max(0.0, step.defer_s) * 1000)
+    recorded = await deps.store.finish(
+        run.record,
+        JobState.QUEUED,
+        owner=owner,
+        due_ms=due,
+        undo_attempt=True,
+        drop_entry=True,
+        next_attempt_at=due,
+        stage=step.stage or "",
+    )
+    if not recorded:
+        _lost_lease(run.record)
+        return
+    log.debug("job %s continues in %.1fs (%s)", run.job_id, step.defer_s, step.stage)
 
 
 def _lost_lease(record: JobRecord) -> None:

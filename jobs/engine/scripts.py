@@ -217,6 +217,7 @@ class FinishArgs:
     dead_letter: str
     wake_channel: str
     bucket: str
+    drop_entry: str = ""
     fields: tuple[str | int | float, ...] = ()
 
 

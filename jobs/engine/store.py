@@ -431,6 +431,7 @@ class JobStore:
         waiting_only: bool = False,
         owner: str | None = None,
         undo_attempt: bool = False,
+        drop_entry: bool = False,
         **fields: Any,
     ) -> bool:
         """Record an attempt's outcome; False when the record was missing or already final.
@@ -439,6 +440,7 @@ class JobStore:
         must not overwrite its successor). `orphan_only`: apply only if arq holds no job.
         `waiting_only`: apply only while the job waits (no worker has started it).
         `undo_attempt`: the run was handed back unfinished, so it does not count.
+        `drop_entry`: forget the run's history entry too (a step of a job that continues).
         """
         pairs: list[str | int | float] = []
         for name, value in fields.items():
@@ -463,6 +465,7 @@ class JobStore:
                 dead_letter=_flag(policy.dead_letters),
                 wake_channel=self.wake_channel,
                 bucket=bucket(self.settings, record.account),
+                drop_entry=_flag(drop_entry),
                 fields=tuple(pairs),
             ),
         )

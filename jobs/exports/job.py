@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from jobs.analysis_batches.job import KIND as BATCH_KIND
+from jobs.analysis_batches.job import document_result
 from jobs.documents import Documents, analysis_key, user_prefix
 from jobs.engine import JobRun
 from jobs.engine.records import rfc3339
@@ -73,8 +75,13 @@ async def export_entry(
     analysis = None
     if meta is not None and meta.latest_analysis_job:
         record = await store.get(meta.latest_analysis_job)
-        if record is not None and record.state.value != "succeeded":
-            analysis = {"job_id": record.id, "state": record.state.value}
+        state = record.state.value if record is not None else "succeeded"
+        if record is not None and record.kind == BATCH_KIND:
+            # A batch makes it a document's latest analysis once the document's result is in.
+            entry = await document_result(store.redis, record.id, meta.id)
+            state = entry["state"] if entry else "failed"
+        if state != "succeeded":
+            analysis = {"job_id": meta.latest_analysis_job, "state": state}
         else:
             location = analysis_key(meta.account, meta.user_id, meta.id, meta.latest_analysis_job)
             try:

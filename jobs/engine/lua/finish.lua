@@ -3,10 +3,11 @@
 -- finish is skipped for our jobs). A failed job of a kind that keeps dead letters is kept
 -- until it is replayed or purged.
 -- KEYS: record, attempts, waiting, running, active, dlq, dlq_open, worker_jobs, arq_job, arq_retry, arq_abort, arq_queue, outbox, stats, unfinished, queue, ring, sleep, turn, backlog, fair_running
--- ARGV: id, state, now_ms, entry_json, retention_s, due_ms, guard, undo_attempt, to_outbox, dead_letter, wake_channel, bucket, *fields
+-- ARGV: id, state, now_ms, entry_json, retention_s, due_ms, guard, undo_attempt, to_outbox, dead_letter, wake_channel, bucket, drop_entry, *fields
 -- guard: '' none; 'orphan': only when arq holds no job for it; 'waiting': only while no
 -- worker runs it; otherwise the worker that must still own the run. entry_json ('' keeps
--- it) replaces the attempt's history entry.
+-- it) replaces the attempt's history entry; drop_entry '1' removes it instead (a job that
+-- continues later: the run was a step, not an attempt).
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
@@ -31,9 +32,11 @@ if state == 'retrying' and redis.call('HEXISTS', KEYS[1], 'cancel_requested_at')
   state = 'cancelled'
 end
 local fields = {'state', state, 'updated_at', now}
-for i = 13, #ARGV do fields[#fields + 1] = ARGV[i] end
+for i = 14, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(fields))
-if ARGV[4] ~= '' and redis.call('LLEN', KEYS[2]) > 0 then
+if ARGV[13] == '1' then
+  redis.call('RPOP', KEYS[2])
+elseif ARGV[4] ~= '' and redis.call('LLEN', KEYS[2]) > 0 then
   redis.call('LSET', KEYS[2], -1, ARGV[4])
 end
 redis.call('ZREM', KEYS[4], id)

@@ -2,8 +2,9 @@
 
 A batch runs in the background on the server's loop: its entries are answered
 in order, spread evenly over `latency_s` (so a cancel finds the later ones
-unprocessed), each by the same answer logic as a single call but without the
-rate limits. While it runs, `request_counts` shows every entry as
+unprocessed; a batch still running `expire_after_s` after its creation, 24 hours
+by default, ends with what is left `expired`), each by the same answer logic
+as a single call but without the rate limits. While it runs, `request_counts` shows every entry as
 `processing`, as the real API does; the other counts appear when it ends.
 The results file lists the entries in a shuffled order, since the real API
 promises none. Creations, cancels, deletions and result downloads are logged.
@@ -51,6 +52,9 @@ class Batch:
     id: str
     entries: list[tuple[str, dict[str, Any]]]
     created_at: float
+    latency_s: float = 1.0  # this batch's, as the store's was at its creation
+    expire_after_s: float = EXPIRES_AFTER_S
+    expired: bool = False  # it ran past expire_after_s: what was left expired
     directives: bool = True  # whether any entry may hold a `fake-answers[...]` directive
     status: str = "in_progress"
     processed: int = 0
@@ -71,7 +75,7 @@ class Batch:
             "processing_status": self.status,
             "request_counts": {"processing": 0 if ended else len(self.entries), **counts},
             "created_at": timestamp(self.created_at),
-            "expires_at": timestamp(self.created_at + EXPIRES_AFTER_S),
+            "expires_at": timestamp(self.created_at + self.expire_after_s),
             "ended_at": timestamp(self.ended_at),
             "cancel_initiated_at": timestamp(self.cancel_initiated_at),
             "archived_at": None,
@@ -133,9 +137,11 @@ class Batches:
         latency_s: float,
         cancel_latency_s: float,
         max_requests: int = MAX_REQUESTS,
+        expire_after_s: float = EXPIRES_AFTER_S,
     ) -> None:
         self.decide = decide
         self.latency_s = latency_s
+        self.expire_after_s = expire_after_s
         self.cancel_latency_s = cancel_latency_s
         self.max_requests = max_requests
         self.log: list[dict[str, Any]] = []
@@ -214,6 +220,8 @@ class Batches:
             id=f"msgbatch_{ULID()}",
             entries=[(e["custom_id"], e["params"]) for e in entries],
             created_at=time.time(),
+            latency_s=self.latency_s,
+            expire_after_s=self.expire_after_s,
             directives=DIRECTIVE_MARK in (request.body or b""),
         )
         batch.results = [None] * len(batch.entries)
@@ -274,14 +282,22 @@ class Batches:
         return Response(200, b"".join(batch.lines), content_type="application/binary")
 
     async def _run(self, batch: Batch) -> None:
-        """Answer the entries as they fall due, until all are done or a cancel comes."""
+        """Answer the entries as they fall due, until all are done, a cancel comes, or the
+        batch expires (what is left then is `expired`, as after Claude's 24 hours)."""
         loop = asyncio.get_running_loop()
         started, total = loop.time(), len(batch.entries)
+        latency = batch.latency_s
         while batch.processed < total and batch.status == "in_progress":
             elapsed = loop.time() - started
-            due = total if elapsed >= self.latency_s else int(total * elapsed / self.latency_s)
+            if elapsed >= batch.expire_after_s:
+                batch.expired = True
+                break
+            due = total if elapsed >= latency else int(total * elapsed / latency)
             if due <= batch.processed:
-                next_due = started + self.latency_s * (batch.processed + 1) / total
+                next_due = min(
+                    started + latency * (batch.processed + 1) / total,
+                    started + batch.expire_after_s,
+                )
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(0.001, next_due - loop.time())):
                         await batch.wake.wait()
@@ -298,8 +314,8 @@ class Batches:
         await self._end(batch)
 
     async def _end(self, batch: Batch) -> None:
-        canceled = {"type": "canceled"}
-        results = [r if r is not None else canceled for r in batch.results]
+        left = {"type": "expired"} if batch.expired else {"type": "canceled"}
+        results = [r if r is not None else left for r in batch.results]
         order = list(range(len(results)))
         random.Random(batch.id).shuffle(order)
         for start in range(0, len(order), CHUNK):

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from tests.support.fake_anthropic.answers import Answer, AnswerBook, error_body, message_body
-from tests.support.fake_anthropic.batches import MAX_BYTES, MAX_REQUESTS, Batches
+from tests.support.fake_anthropic.batches import EXPIRES_AFTER_S, MAX_BYTES, MAX_REQUESTS, Batches
 from tests.support.fake_anthropic.cache import MIN_CACHE_TOKENS, CacheUse, PromptCache
 from tests.support.fake_anthropic.limits import RateLimiter, RateLimits
 from tests.support.fake_anthropic.tokens import Prompt, PromptError, read_prompt, validate_params
@@ -46,6 +46,7 @@ class FakeAnthropic:
         batch_cancel_latency_s: float = 0.1,
         max_batch_requests: int = MAX_REQUESTS,
         max_batch_bytes: int = MAX_BYTES,
+        batch_expire_after_s: float = EXPIRES_AFTER_S,
     ) -> None:
         """`delay_s` is how long each answer takes; `answer_model` the `model` of every
         answer (default: the one requested); `output_tokens` how much each answer
@@ -54,7 +55,8 @@ class FakeAnthropic:
         prefix prompt caching keeps; `batch_latency_s` how long a Message Batch stays
         `in_progress`, `batch_cancel_latency_s` how long `canceling`;
         `max_batch_requests` and `max_batch_bytes` the largest batch accepted (the
-        real API's by default)."""
+        real API's by default); `batch_expire_after_s` when a Message Batch still
+        running expires what it has left (24 hours, as the real API)."""
         self.host = host
         self.port = port
         self.max_batch_bytes = max_batch_bytes
@@ -67,6 +69,7 @@ class FakeAnthropic:
             "limits": limits or RateLimits(),
             "min_cache_tokens": min_cache_tokens,
             "batch_latency_s": batch_latency_s,
+            "batch_expire_after_s": batch_expire_after_s,
         }
         self._lock = threading.Lock()
         self._answers = AnswerBook()
@@ -78,6 +81,7 @@ class FakeAnthropic:
             latency_s=batch_latency_s,
             cancel_latency_s=batch_cancel_latency_s,
             max_requests=max_batch_requests,
+            expire_after_s=batch_expire_after_s,
         )
         self._restore()
 
@@ -90,6 +94,7 @@ class FakeAnthropic:
         self._limiter = RateLimiter(defaults["limits"])
         self._cache = PromptCache(defaults["min_cache_tokens"])
         self._batches.latency_s = defaults["batch_latency_s"]
+        self._batches.expire_after_s = defaults["batch_expire_after_s"]
         self.answered_ok = self.answered_429 = 0
         self.max_in_flight = self._in_flight = 0
 
@@ -115,6 +120,15 @@ class FakeAnthropic:
     @batch_latency_s.setter
     def batch_latency_s(self, seconds: float) -> None:
         self._batches.latency_s = seconds
+
+    @property
+    def batch_expire_after_s(self) -> float:
+        """How long after its creation a Message Batch still running expires the rest."""
+        return self._batches.expire_after_s
+
+    @batch_expire_after_s.setter
+    def batch_expire_after_s(self, seconds: float) -> None:
+        self._batches.expire_after_s = seconds
 
     def script(self, *answers: str) -> None:
         """Queue answers for the next requests, in order."""
