@@ -7,18 +7,23 @@ prompt. Token usage is counted per account and model, once per job.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from anthropic.types import Message
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from jobs import metrics
 from jobs.claude import Claude, open_claude
 from jobs.documents import DocumentMeta, Documents, analysis_key
 from jobs.engine import Domain, JobKind, JobRun
 from jobs.engine.keys import domain_key
+from jobs.engine.retry import is_failover
 from jobs.engine.scripts import LuaScript
 from jobs.errors import NotFound
 from jobs.settings import Settings
@@ -31,6 +36,10 @@ USAGE_FIELDS = (
     "cache_creation_input_tokens",
 )
 USAGE_COUNTED_TTL_S = 30 * 24 * 3600
+# How often keeping a paid answer is tried again while Redis is away (a failover).
+KEEP_RETRY_S = 0.5
+log = logging.getLogger("jobs.analyses")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +147,20 @@ async def count_usage(
     return bool(counted)
 
 
+async def while_paid_answer_in_memory(run: JobRun, step: Callable[[], Awaitable[T]]) -> T:
+    """Run a Redis step between Claude's answer and its keeping (`count_usage`), trying again
+    through a Redis outage or failover for as long as the job has time: until it is kept,
+    the paid answer is only in this process, and a retry would pay for it again."""
+    while True:
+        try:
+            return await step()
+        except (RedisError, OSError) as exc:
+            if not is_failover(exc) or run.time_left() <= KEEP_RETRY_S:
+                raise
+            log.warning("job %s: keeping Claude's answer waits for Redis (%s)", run.job_id, exc)
+            await asyncio.sleep(KEEP_RETRY_S)
+
+
 def _per_model(raw: dict[bytes, bytes]) -> dict[str, dict[str, Any]]:
     models: dict[str, dict[str, Any]] = {}
     for field_name, value in raw.items():
@@ -206,15 +229,15 @@ async def run_analysis(run: JobRun, args: dict[str, Any]) -> dict[str, Any]:
         await run.progress(0.1, "waiting_for_claude")
         request = build_request(settings, document, args.get("instructions"))
         message = await deps.get(Claude).create_message(request, run.time_left)
-        await run.progress(0.8, "counting")
         text = "".join(block.text for block in message.content if block.type == "text")
         usage = usage_of(message)
         result = {"document_id": meta.id, "model": message.model, "analysis": text, "usage": usage}
         retention = settings.job_retention_seconds
-        if await count_usage(
+        await while_paid_answer_in_memory(run, lambda: run.progress(0.8, "counting"))
+        if await while_paid_answer_in_memory(run, lambda: count_usage(
             deps.redis, message.id, run.account, message.model, usage,
             job_id=run.job_id, answer=result, answer_ttl_s=retention,
-        ):  # fmt: skip
+        )):  # fmt: skip
             for name, tokens in usage.items():
                 metrics.CLAUDE_TOKENS.labels(message.model, name.removesuffix("_tokens")).inc(
                     tokens

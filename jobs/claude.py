@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -28,6 +29,7 @@ import anthropic
 from anthropic import AsyncAnthropic
 from anthropic.types import Message
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from jobs import metrics, tracing
 from jobs.engine import HandBack
@@ -37,6 +39,7 @@ from jobs.engine.scripts import LuaScript
 from jobs.errors import InvalidInput, ServiceError, TransientError
 from jobs.settings import Settings
 
+log = logging.getLogger("jobs.claude")
 # A wait for the budget up to this long is waited out in the slot; a longer one hands the
 # job back to the queue (no attempt spent) and frees the slot for other work.
 MAX_INLINE_WAIT_S = 5.0
@@ -236,9 +239,14 @@ class Claude:
         if budget is not None:
             usage = message.usage
             used_in = usage.input_tokens + (usage.cache_creation_input_tokens or 0)
-            await budget.settle(
-                used_in - estimate_in, usage.output_tokens - estimate_out, raw.headers
-            )
+            try:
+                await budget.settle(
+                    used_in - estimate_in, usage.output_tokens - estimate_out, raw.headers
+                )
+            except (RedisError, OSError):
+                # Redis away (a failover): the budget stays at its estimate; the paid answer
+                # must not be lost for it.
+                log.warning("the Claude budget was not settled; keeping the answer", exc_info=True)
         return message
 
 

@@ -5,7 +5,9 @@ primary is killed (`kill -9`) while analyses are being posted.
 Every analysis answered 202 must succeed, each calling Claude exactly once; no answer is
 a 500, and every 503 carries `Retry-After`; both workers survive and take jobs from the
 promoted replica. The failover's figures are printed: kill to the Sentinels' agreement,
-to the first 202, to the first job run wholly after the kill; and the 503s. Run it alone
+to the first 202, to the first job run wholly after the kill; and the 503s. It runs with
+`REDIS_RETRY_SECONDS` at 20 (requests wait through the switch) and at 1 (they give up and
+answer 503, and jobs meet Redis errors). Run it alone
 with `.venv/bin/pytest tests/test_failover.py -s`.
 """
 
@@ -64,6 +66,7 @@ class Posted:
 @dataclass
 class Stack:
     workdir: Path
+    retry_s: float
     deployment: SentinelDeployment = field(default_factory=SentinelDeployment)
     s3: S3Server = field(default_factory=S3Server)
     claude: FakeAnthropic = field(default_factory=FakeAnthropic)
@@ -76,7 +79,9 @@ class Stack:
         self.s3.start()
         self.claude.delay_s = 0.05
         self.claude.start()
-        self.settings = failover_settings(self.deployment, self.s3.url, self.claude.url)
+        self.settings = failover_settings(
+            self.deployment, self.s3.url, self.claude.url, self.retry_s
+        )
         self.api = ApiServer(self.settings, self.workdir / "api.log")
         self.workers = [
             start_worker(
@@ -96,7 +101,9 @@ class Stack:
         self.deployment.stop()
 
 
-def failover_settings(deployment: SentinelDeployment, s3_url: str, claude_url: str) -> Settings:
+def failover_settings(
+    deployment: SentinelDeployment, s3_url: str, claude_url: str, retry_s: float
+) -> Settings:
     """The API's and workers' settings: Redis through the Sentinels only (REDIS_URL's host
     is a closed port, to show it is not used), WAIT for one replica before a 202."""
     return make_settings(
@@ -105,7 +112,7 @@ def failover_settings(deployment: SentinelDeployment, s3_url: str, claude_url: s
         redis_sentinels=deployment.addresses,
         redis_min_replicas=1,
         redis_replica_timeout_seconds=1.0,
-        redis_retry_seconds=20.0,
+        redis_retry_seconds=retry_s,
         anthropic_api_key="sk-ant-failover",
         anthropic_base_url=claude_url,
         worker_lease_seconds=3.0,
@@ -116,8 +123,13 @@ def failover_settings(deployment: SentinelDeployment, s3_url: str, claude_url: s
     )
 
 
-async def test_a_primary_killed_mid_load_loses_no_acknowledged_job_and_answers_no_500(tmp_path):
-    stack = Stack(tmp_path).start()
+# 20 s (the default): requests wait for the new primary; 1 s: they give up first, and the
+# API answers 503 with Retry-After, the workers' Redis calls fail under their jobs.
+@pytest.mark.parametrize("retry_s", [20.0, 1.0], ids=["redis-retry-20s", "redis-retry-1s"])
+async def test_a_primary_killed_mid_load_loses_no_acknowledged_job_and_answers_no_500(
+    tmp_path, retry_s
+):
+    stack = Stack(tmp_path, retry_s).start()
     assert stack.api is not None and stack.settings is not None
     http = httpx.AsyncClient(base_url=stack.api.url, timeout=60)
     try:
@@ -164,6 +176,7 @@ async def test_a_primary_killed_mid_load_loses_no_acknowledged_job_and_answers_n
         await http.aclose()
         stack.stop()
     figures = {
+        "REDIS_RETRY_SECONDS": retry_s,
         "primary killed (port)": killed_port,
         "promoted (port)": new_port,
         "analyses acknowledged (202)": len(posted),
