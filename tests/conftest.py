@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, suppress
@@ -191,12 +192,25 @@ async def running_worker(
         # Stop the jobs first: a job task cancelled before arq's own handler catches it
         # would make `close()` re-raise its CancelledError and skip `on_shutdown`.
         worker.handle_sig(signal.SIGUSR1)
-        await asyncio.gather(*worker.tasks.values(), return_exceptions=True)
+        await _bounded(
+            asyncio.gather(*worker.tasks.values(), return_exceptions=True), "the worker's jobs"
+        )
         worker.tasks.clear()
-        await worker.close()
+        await _bounded(worker.close(), "the worker's close()")
         task.cancel()
         with suppress(asyncio.CancelledError):
-            await task
+            await _bounded(task, "the worker's main task")
+
+
+async def _bounded(step: Awaitable[Any], what: str, timeout: float = 60.0) -> None:
+    """Await a teardown step; past `timeout`, fail naming it, with every task's stack on
+    stderr (a hang would otherwise end only at pytest's timeout, saying nothing)."""
+    try:
+        await asyncio.wait_for(step, timeout)
+    except TimeoutError:
+        for pending in asyncio.all_tasks():
+            pending.print_stack(file=sys.stderr)
+        raise AssertionError(f"{what} did not end within {timeout:g} s") from None
 
 
 @pytest.fixture
