@@ -203,14 +203,23 @@ async def running_worker(
 
 
 async def _bounded(step: Awaitable[Any], what: str, timeout: float = 60.0) -> None:
-    """Await a teardown step; past `timeout`, fail naming it, with every task's stack on
-    stderr (a hang would otherwise end only at pytest's timeout, saying nothing)."""
-    try:
-        await asyncio.wait_for(step, timeout)
-    except TimeoutError:
-        for pending in asyncio.all_tasks():
-            pending.print_stack(file=sys.stderr)
-        raise AssertionError(f"{what} did not end within {timeout:g} s") from None
+    """Await a teardown step; past `timeout`, fail naming it, with the await chain it is
+    stuck in on stderr (a hang would otherwise end only at pytest's timeout, saying nothing)."""
+    task = asyncio.ensure_future(step)
+    done, _ = await asyncio.wait({task}, timeout=timeout)
+    if done:
+        task.result()
+        return
+    for pending in asyncio.all_tasks():
+        print(f"task {pending.get_name()}:", file=sys.stderr)
+        awaited: Any = pending.get_coro()
+        while awaited is not None:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "ag_frame", None)
+            if frame is not None:
+                print(f"  {frame.f_code.co_filename}:{frame.f_lineno}", file=sys.stderr)
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "ag_await", None)
+    task.cancel()
+    raise AssertionError(f"{what} did not end within {timeout:g} s")
 
 
 @pytest.fixture

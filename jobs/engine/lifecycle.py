@@ -178,12 +178,27 @@ def make_startup(settings: Settings, registry: Registry) -> Hook:
     return on_startup
 
 
+async def stop_loops(loops: list[asyncio.Task[Any]], rounds: int = 10) -> None:
+    """Cancel the worker's loops and wait for them to end. A loop can survive its cancel
+    (seen on a loaded machine: the reconciler went on after shutdown's one cancel; on
+    Python 3.11 a cancel arriving as a Redis call's `asyncio.timeout` expires can surface
+    as a TimeoutError, which the loop logs and survives), so a loop still running a second
+    after its cancel is cancelled again, a bounded number of times."""
+    pending = {task for task in loops if not task.done()}
+    for _ in range(rounds):
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=1.0)
+    if pending:
+        log.error("worker loops did not stop: %s", sorted(t.get_name() for t in pending))
+
+
 async def on_shutdown(ctx: dict[str, Any]) -> None:
     """Stop the loops, leave the worker registry and close the clients; never raises."""
     try:
-        for task in ctx.get("background", []):
-            task.cancel()
-        await asyncio.gather(*ctx.get("background", []), return_exceptions=True)
+        await stop_loops(ctx.get("background", []))
         deps: WorkerDeps | None = ctx.get("deps")
         if deps is not None:
             # The publisher may have stopped half-way through an event: give it back.
