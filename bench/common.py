@@ -135,13 +135,15 @@ class Children:
     log_dir: Path
     started: list[subprocess.Popen] = field(default_factory=list)
 
-    def start(self, args: list[str], env: dict[str, str], name: str) -> subprocess.Popen:
-        """Start `args` in its own session, output to `<log_dir>/<name>.log`."""
+    def start(
+        self, args: list[str], env: dict[str, str], name: str, cwd: Path = ROOT
+    ) -> subprocess.Popen:
+        """Start `args` in its own session in `cwd`, output to `<log_dir>/<name>.log`."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log_path(name), "wb") as out:
             proc = subprocess.Popen(
                 args,
-                cwd=ROOT,
+                cwd=cwd,
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -152,20 +152,6 @@ def side_env_for(side: str, tree: Path, base: dict[str, str], sink: SpanSink) ->
     return env
 
 
-def start_in(
-    children: Children, args: list[str], env: dict[str, str], name: str, tree: Path
-) -> subprocess.Popen:
-    """`Children.start`, but in `tree` (so the side's own code is imported)."""
-    children.log_dir.mkdir(parents=True, exist_ok=True)
-    with open(children.log_path(name), "wb") as out:
-        proc = subprocess.Popen(
-            args, cwd=tree, env=env, stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-    children.started.append(proc)
-    return proc
-
-
 def drain_once(
     server: RedisServer, children: Children, side: str, tree: Path, sink: SpanSink,
     jobs: int, rep: int, timeout_s: float,
@@ -185,9 +171,9 @@ def drain_once(
             cwd=tree, env=env, check=True, timeout=300, capture_output=True,
         )  # fmt: skip
         exports_before = sink.exports
-        proc = start_in(
-            children, [str(OUR_BIN / "arq"), "bench.workers.OurWorkerSettings"], env,
-            f"drain-{side}-{rep}", tree,
+        proc = children.start(
+            [str(OUR_BIN / "arq"), "bench.workers.OurWorkerSettings"], env,
+            f"drain-{side}-{rep}", cwd=tree,
         )  # fmt: skip
         deadline = time.monotonic() + timeout_s
         first = last = 0.0
@@ -229,11 +215,10 @@ def http_once(
     with Redis.from_url(server.url) as r:
         r.flushall()
         port = free_port()
-        proc = start_in(
-            children,
+        proc = children.start(
             [str(OUR_BIN / "uvicorn"), "api.main:app", "--host", "127.0.0.1", "--port",
              str(port), "--workers", "1", "--no-access-log"],
-            env, f"http-{side}-{rep}", tree,
+            env, f"http-{side}-{rep}", cwd=tree,
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _answers(url + "/health/live"), 60, f"the API on {port}", 0.2)
