@@ -71,8 +71,9 @@ STEPS = (
     # the budget sides take 300 calls at 120 a minute (over two minutes each).
     # Tracing off, on and before it existed: two checkouts of pinned commits (bench/otel_cost.py).
     Step("otel_cost", "bench.otel_cost",
-         ("--jobs", "5000", "--seconds", "10", "--reps", "3"),
-         ("--jobs", "40", "--seconds", "1", "--warmup", "1", "--reps", "1"), 1500),
+         ("--jobs", "20000", "--seconds", "10", "--reps", "5", "--call-jobs", "2000"),
+         ("--jobs", "40", "--seconds", "1", "--warmup", "1", "--reps", "1", "--call-jobs", "20",
+          "--call-requests", "10"), 2400),
     Step("fairness", "bench.fairness",
          ("--backlogs", "200", "2000", "--quiet-jobs", "20", "--quiet-over", "10",
           "--delay", "1.0", "--concurrency", "50", "--budget-jobs", "300", "--budget-rpm", "120",
