@@ -45,6 +45,7 @@ from longrun_client import (
 from redis.asyncio import Redis
 from standardwebhooks import Webhook
 
+from api.main import create_app
 from jobs.storage import open_storage
 from tests.conftest import ADMIN_KEY, make_settings
 from tests.support.api_server import ApiServer
@@ -632,6 +633,120 @@ async def test_operator_replays_a_dead_letter_and_runs_a_canary(stack, aclient, 
 
     # The account sees its replayed job too.
     assert (await aclient.get_job(replay.id)).state == "succeeded"
+
+
+async def test_operator_pauses_an_account_and_its_job_runs_once_resumed(stack, aclient, account):
+    async with AsyncLongrunClient(stack.url, ADMIN_KEY) as admin:
+        paused = await admin.pause_account(account)
+        assert account in paused.accounts
+        assert account in (await admin.get_paused()).accounts
+        await aclient.create_document("pia", "Paused for a while")
+        job = await aclient.create_export("pia", "zip")
+        # Accepted and queued while paused: another account's export, queued after it,
+        # runs to the end while it does not start.
+        other = next(stack.accounts)
+        async with AsyncLongrunClient(stack.url, key_of(other), timeout=10) as neighbour:
+            await neighbour.create_document("pia", "Not paused")
+            after = await neighbour.create_export("pia", "zip")
+            assert (await neighbour.wait(after, timeout=30, raise_on_failure=True)).succeeded
+        assert (await aclient.get_job(job.id)).state == "queued"
+        resumed = await admin.resume_account(account)
+        assert account not in resumed.accounts
+        assert (await aclient.wait(job, timeout=30, raise_on_failure=True)).succeeded
+
+        assert "export" in (await admin.pause_kind("export")).kinds
+        assert "export" not in (await admin.resume_kind("export")).kinds
+    with pytest.raises(Forbidden):
+        await aclient.pause_kind("export")
+
+
+# Analysis batches and deleting a document.
+
+
+def test_an_analysis_batch_is_waited_on_and_its_results_read_page_by_page(stack, client, account):
+    documents = [client.create_document("bea", f"Batch text number {n}") for n in range(3)]
+    job = client.create_analysis_batch([d.id for d in documents], instructions="One line")
+    assert job.kind == "analysis_batch" and job.idempotency_key
+    again = client.create_analysis_batch(
+        [d.id for d in documents], instructions="One line", idempotency_key=job.idempotency_key
+    )
+    assert again.id == job.id and again.replayed
+
+    done = client.wait(job, timeout=60, raise_on_failure=True)
+    assert done.result["succeeded"] == 3
+    first = client.list_batch_results(job.id, limit=2)
+    assert len(first.data) == 2 and first.next_cursor
+    results = list(client.iter_batch_results(job.id, page_size=2))
+    assert [r.document_id for r in results] == [d.id for d in documents]
+    assert all(r.state == "succeeded" and r.analysis and r.model for r in results)
+    assert all(r.usage["input_tokens"] > 0 for r in results)
+    with pytest.raises(NotFound):
+        client.list_batch_results(client.create_export("bea", "zip").id)
+
+
+def test_a_deleted_document_is_gone(stack, client, account):
+    document = client.create_document("dee", "To be deleted")
+    client.delete_document(document.id)
+    with pytest.raises(NotFound):
+        client.get_document(document.id)
+    with pytest.raises(NotFound):
+        client.delete_document(document.id)
+
+
+# Every route has its method: a route added to the API without one fails here.
+
+CLIENT_METHODS = {
+    ("POST", "/v1/documents"): ("create_document", "upload_document"),
+    ("GET", "/v1/documents/{doc_id}"): ("get_document",),
+    ("DELETE", "/v1/documents/{doc_id}"): ("delete_document",),
+    ("POST", "/v1/documents/{doc_id}/analyses"): ("create_analysis",),
+    ("POST", "/v1/analysis-batches"): ("create_analysis_batch",),
+    ("GET", "/v1/analysis-batches/{job_id}/results"): (
+        "list_batch_results",
+        "iter_batch_results",
+    ),
+    ("POST", "/v1/exports"): ("create_export",),
+    ("GET", "/v1/jobs/{job_id}"): ("get_job", "wait"),
+    ("GET", "/v1/jobs"): ("list_jobs", "iter_jobs"),
+    ("POST", "/v1/jobs/{job_id}/cancel"): ("cancel_job",),
+    ("GET", "/v1/jobs/{job_id}/events"): ("job_events", "wait"),
+    ("POST", "/v1/webhook-endpoints"): ("create_webhook_endpoint",),
+    ("GET", "/v1/webhook-endpoints"): ("list_webhook_endpoints",),
+    ("GET", "/v1/webhook-endpoints/{endpoint_id}"): ("get_webhook_endpoint",),
+    ("DELETE", "/v1/webhook-endpoints/{endpoint_id}"): ("delete_webhook_endpoint",),
+    ("POST", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret"): ("rotate_webhook_secret",),
+    ("GET", "/v1/webhook-endpoints/{endpoint_id}/deliveries"): (
+        "list_deliveries",
+        "iter_deliveries",
+    ),
+    ("POST", "/v1/webhook-deliveries/{delivery_id}/retry"): ("retry_delivery",),
+    ("GET", "/v1/usage"): ("get_usage",),
+    ("GET", "/v1/dead-letters"): ("list_dead_letters", "iter_dead_letters"),
+    ("GET", "/v1/dead-letters/{job_id}"): ("get_dead_letter",),
+    ("POST", "/v1/dead-letters/{job_id}/replay"): ("replay_dead_letter",),
+    ("POST", "/v1/canaries"): ("create_canary",),
+    ("GET", "/v1/queues/paused"): ("get_paused",),
+    ("POST", "/v1/queues/kinds/{kind}/pause"): ("pause_kind",),
+    ("POST", "/v1/queues/kinds/{kind}/resume"): ("resume_kind",),
+    ("POST", "/v1/queues/accounts/{account}/pause"): ("pause_account",),
+    ("POST", "/v1/queues/accounts/{account}/resume"): ("resume_account",),
+}
+
+
+def test_every_route_of_the_api_has_a_method_on_both_clients(stack):
+    app = create_app(make_settings(stack.redis_url, "http://127.0.0.1:9"))
+    operations = {
+        (method.upper(), path)
+        for path, item in app.openapi()["paths"].items()
+        for method in item
+        # Probes for load balancers and monitoring, not for integrators.
+        if not path.startswith("/health/")
+    }
+    assert operations == set(CLIENT_METHODS)
+    for names in CLIENT_METHODS.values():
+        for name in names:
+            assert callable(getattr(LongrunClient, name, None)), name
+            assert callable(getattr(AsyncLongrunClient, name, None)), name
 
 
 # The README's example, run as written.

@@ -39,6 +39,7 @@ from longrun_client.errors import (
 )
 from longrun_client.models import (
     FINISHED_STATES,
+    BatchResult,
     DeadLetter,
     DeliveryAttempt,
     Document,
@@ -47,6 +48,7 @@ from longrun_client.models import (
     LatestAnalysis,
     ModelUsage,
     Page,
+    Paused,
     Usage,
     WebhookDelivery,
     WebhookEndpoint,
@@ -60,6 +62,7 @@ __all__ = [
     "APITimeout",
     "AsyncLongrunClient",
     "BadRequest",
+    "BatchResult",
     "Conflict",
     "DeadLetter",
     "DeliveryAttempt",
@@ -78,6 +81,7 @@ __all__ = [
     "ModelUsage",
     "NotFound",
     "Page",
+    "Paused",
     "PayloadTooLarge",
     "RateLimited",
     "ServerError",

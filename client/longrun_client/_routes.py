@@ -18,10 +18,12 @@ import httpx
 
 from longrun_client._retry import parse_retry_after
 from longrun_client.models import (
+    BatchResult,
     DeadLetter,
     Document,
     Job,
     Page,
+    Paused,
     Usage,
     WebhookDelivery,
     WebhookEndpoint,
@@ -30,8 +32,16 @@ from longrun_client.models import (
 T = TypeVar("T")
 
 ExportFormat = Literal["zip", "ndjson"]
+BatchMode = Literal["standard", "economy"]
 JobState = Literal["queued", "running", "retrying", "succeeded", "failed", "cancelled"]
-EventType = Literal["analysis.completed", "analysis.failed", "export.completed", "export.failed"]
+EventType = Literal[
+    "analysis.completed",
+    "analysis.failed",
+    "analysis_batch.completed",
+    "analysis_batch.failed",
+    "export.completed",
+    "export.failed",
+]
 
 
 @dataclass(frozen=True)
@@ -124,12 +134,47 @@ def get_document(document_id: str) -> Call[Document]:
     return Call("GET", path, lambda r: Document.from_json(r.json()))
 
 
+def delete_document(document_id: str) -> Call[None]:
+    """`DELETE /v1/documents/{id}`."""
+    return Call("DELETE", f"/v1/documents/{_segment(document_id)}", _nothing)
+
+
 def create_analysis(
     document_id: str, instructions: str | None, idempotency_key: str | None
 ) -> Call[Job]:
     """`POST /v1/documents/{id}/analyses`."""
     body = {} if instructions is None else {"instructions": instructions}
     return _enqueue(f"/v1/documents/{_segment(document_id)}/analyses", body, idempotency_key)
+
+
+# Analysis batches
+
+
+def create_analysis_batch(
+    document_ids: Sequence[str] | None,
+    user_id: str | None,
+    instructions: str | None,
+    mode: BatchMode,
+    idempotency_key: str | None,
+) -> Call[Job]:
+    """`POST /v1/analysis-batches`: the documents given, or every document of a user."""
+    body: dict[str, Any] = {"mode": mode}
+    if document_ids is not None:
+        body["document_ids"] = list(document_ids)
+    if user_id is not None:
+        body["user_id"] = user_id
+    if instructions is not None:
+        body["instructions"] = instructions
+    return _enqueue("/v1/analysis-batches", body, idempotency_key)
+
+
+def list_batch_results(
+    job_id: str, limit: int | None, cursor: str | None
+) -> Call[Page[BatchResult]]:
+    """`GET /v1/analysis-batches/{id}/results`, in the order the documents were given."""
+    path = f"/v1/analysis-batches/{_segment(job_id)}/results"
+    params = _params(limit=limit, cursor=cursor)
+    return Call("GET", path, _page_of(BatchResult.from_json), params=params)
 
 
 # Exports
@@ -247,3 +292,19 @@ def replay_dead_letter(job_id: str) -> Call[Job]:
 def create_canary(idempotency_key: str | None) -> Call[Job]:
     """`POST /v1/canaries`."""
     return _enqueue("/v1/canaries", None, idempotency_key)
+
+
+def _read_paused(response: httpx.Response) -> Paused:
+    return Paused.from_json(response.json())
+
+
+def get_paused() -> Call[Paused]:
+    """`GET /v1/queues/paused`."""
+    return Call("GET", "/v1/queues/paused", _read_paused)
+
+
+def queue_action(
+    what: Literal["kinds", "accounts"], name: str, action: Literal["pause", "resume"]
+) -> Call[Paused]:
+    """`POST /v1/queues/{kinds|accounts}/{name}/{pause|resume}`."""
+    return Call("POST", f"/v1/queues/{what}/{_segment(name)}/{action}", _read_paused)

@@ -25,14 +25,16 @@ from longrun_client._core import (
     stream_failure_falls_back,
     upload_filename,
 )
-from longrun_client._routes import Call, EventType, ExportFormat, JobState
+from longrun_client._routes import BatchMode, Call, EventType, ExportFormat, JobState
 from longrun_client._sse import EventStreamParser
 from longrun_client.errors import LongrunError
 from longrun_client.models import (
+    BatchResult,
     DeadLetter,
     Document,
     Job,
     Page,
+    Paused,
     Usage,
     WebhookDelivery,
     WebhookEndpoint,
@@ -123,6 +125,11 @@ class AsyncLongrunClient:
         """A document, with its latest analysis."""
         return await self._call(routes.get_document(document_id))
 
+    async def delete_document(self, document_id: str) -> None:
+        """Delete a document with its text and every analysis of it (`NotFound` when it is
+        not there); an export already written keeps its copy until the export expires."""
+        await self._call(routes.delete_document(document_id))
+
     async def create_analysis(
         self,
         document_id: str,
@@ -133,6 +140,37 @@ class AsyncLongrunClient:
         """Enqueue an analysis of the document by Claude; the job's `result.analysis` holds
         it. The Idempotency-Key is `idempotency_key`, else a fresh one (`job.idempotency_key`)."""
         return await self._call(routes.create_analysis(document_id, instructions, idempotency_key))
+
+    # Analysis batches
+
+    async def create_analysis_batch(
+        self,
+        document_ids: Sequence[str] | None = None,
+        *,
+        user_id: str | None = None,
+        instructions: str | None = None,
+        mode: BatchMode = "standard",
+        idempotency_key: str | None = None,
+    ) -> Job:
+        """Enqueue one job analysing many documents: those given (1 to 10,000), or every
+        document of `user_id`. `standard` makes one Messages API call each; `economy` uses
+        Claude's Message Batches (half the price, answers within hours). The job's result
+        counts them; `iter_batch_results` reads each document's analysis."""
+        return await self._call(
+            routes.create_analysis_batch(document_ids, user_id, instructions, mode, idempotency_key)
+        )
+
+    async def list_batch_results(
+        self, job_id: str, *, limit: int | None = None, cursor: str | None = None
+    ) -> Page[BatchResult]:
+        """One page of a batch's results, one entry per document in the order given."""
+        return await self._call(routes.list_batch_results(job_id, limit, cursor))
+
+    def iter_batch_results(
+        self, job_id: str, *, page_size: int = 200
+    ) -> AsyncIterator[BatchResult]:
+        """Every document's result in a batch, a page at a time."""
+        return self._pages(lambda cursor: routes.list_batch_results(job_id, page_size, cursor))
 
     # Exports
 
@@ -306,6 +344,26 @@ class AsyncLongrunClient:
     async def create_canary(self, *, idempotency_key: str | None = None) -> Job:
         """Enqueue a canary job: a worker round-trips a small object through S3."""
         return await self._call(routes.create_canary(idempotency_key))
+
+    async def get_paused(self) -> Paused:
+        """The job kinds and accounts that are paused."""
+        return await self._call(routes.get_paused())
+
+    async def pause_kind(self, kind: str) -> Paused:
+        """Stop starting jobs of `kind` (they stay queued; running ones finish)."""
+        return await self._call(routes.queue_action("kinds", kind, "pause"))
+
+    async def resume_kind(self, kind: str) -> Paused:
+        """Start jobs of `kind` again."""
+        return await self._call(routes.queue_action("kinds", kind, "resume"))
+
+    async def pause_account(self, account: str) -> Paused:
+        """Stop starting the jobs of `account` (they stay queued; running ones finish)."""
+        return await self._call(routes.queue_action("accounts", account, "pause"))
+
+    async def resume_account(self, account: str) -> Paused:
+        """Start the jobs of `account` again."""
+        return await self._call(routes.queue_action("accounts", account, "resume"))
 
     # The machinery
 

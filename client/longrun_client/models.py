@@ -342,6 +342,55 @@ class Usage(Resource):
 
 
 @dataclass(frozen=True)
+class BatchResult(Resource):
+    """One document's outcome in an analysis batch: `succeeded` with its `analysis`,
+    `model` and token `usage`, `failed` with its `error`, or `pending` (`cancelled` once
+    the batch was)."""
+
+    document_id: str
+    state: str
+    analysis: str | None = None
+    model: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+    error: JobError | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Any) -> BatchResult:
+        """A document's entry of `GET /v1/analysis-batches/{id}/results`."""
+        data = json_object(data)
+        usage = data.get("usage")
+        return cls(
+            document_id=required_text(data, "document_id"),
+            state=text(data, "state") or "",
+            analysis=text(data, "analysis"),
+            model=text(data, "model"),
+            usage={k: integer(usage, k) for k in usage} if isinstance(usage, dict) else {},
+            error=JobError.from_json(data.get("error")),
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
+class Paused(Resource):
+    """What is paused (operators): job kinds and accounts whose jobs wait, none starting."""
+
+    kinds: list[str] = field(default_factory=list)
+    accounts: list[str] = field(default_factory=list)
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Paused:
+        """The answer of `GET /v1/queues/paused` and of every pause and resume."""
+        data = json_object(data)
+        return cls(
+            kinds=[k for k in data.get("kinds") or [] if isinstance(k, str)],
+            accounts=[a for a in data.get("accounts") or [] if isinstance(a, str)],
+            raw=data,
+        )
+
+
+@dataclass(frozen=True)
 class Page(Resource, Generic[T]):
     """One page of a list: its items and the cursor of the next page (None on the last)."""
 
