@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -119,6 +120,8 @@ def create_app(settings: Settings | None = None, registry: Registry = REGISTRY) 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_level)
         async with AsyncExitStack() as stack:
+            # Last on the way out: the spans of the requests served until then.
+            stack.push_async_callback(asyncio.to_thread, tracing.flush)
             redis = create_redis(settings)
             stack.push_async_callback(redis.aclose)
             storage = await stack.enter_async_context(open_storage(settings))

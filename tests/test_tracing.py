@@ -398,3 +398,29 @@ async def test_api_and_worker_processes_export_one_trace_over_otlp(
     assert set(sink.paths) == {"/v1/traces"}
     worker_lines = (tmp_path / "worker.log").read_text()
     assert f'"trace_id": "{post["trace_id"]}"' in worker_lines
+
+
+@pytest.mark.slow
+async def test_spans_still_batched_are_exported_when_the_api_and_the_worker_stop(
+    no_otel_variables, hook_settings, claude, receiver, monkeypatch, tmp_path
+):
+    sink = OtlpSink().start()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", sink.endpoint)
+    # Nothing goes out on the batch's schedule during the test: only what stopping sends.
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
+    api = ApiServer(hook_settings, tmp_path / "api.log")
+    worker = start_worker(hook_settings, tmp_path / "worker.log")
+    try:
+        async with httpx.AsyncClient(base_url=api.url) as client:
+            await analysis_delivered(client, receiver)
+        assert sink.received() == []
+    finally:
+        # SIGTERM, as a deploy stops them: uvicorn ends by re-raising it, so the SDK's own
+        # exit hook never runs there.
+        kill(worker, signal.SIGTERM)
+        worker.wait(30)
+        api.stop()
+        sink.stop()
+    names = {s["name"] for s in sink.received()}
+    assert {ANALYSES_ROUTE, "job analysis attempt 1", "webhook attempt"} <= names
+    assert api.proc.returncode == -signal.SIGTERM

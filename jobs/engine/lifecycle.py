@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 from prometheus_client import start_http_server
 
+from jobs import tracing
 from jobs.clients import freeze_startup_heap
 from jobs.engine import arq_adapter
 from jobs.engine.alerts import Alerter
@@ -39,7 +40,6 @@ from jobs.engine.wakeup import keep_listening
 from jobs.logs import configure_logging
 from jobs.settings import Settings
 from jobs.storage import Storage, open_storage
-from jobs.tracing import configure_tracing
 
 log = logging.getLogger("jobs.engine.worker")
 
@@ -128,7 +128,7 @@ def make_startup(settings: Settings, registry: Registry) -> Hook:
         configure_logging(settings.log_level)
         stack = AsyncExitStack()
         try:
-            configure_tracing("longrun-worker")
+            tracing.configure_tracing("longrun-worker")
             storage = await stack.enter_async_context(open_storage(settings))
             http = httpx.AsyncClient(
                 timeout=settings.webhook_timeout_seconds,
@@ -208,6 +208,7 @@ async def on_shutdown(ctx: dict[str, Any]) -> None:
         stack: AsyncExitStack | None = ctx.get("exit_stack")
         if stack is not None:
             await stack.aclose()
+        await asyncio.to_thread(tracing.flush)
     except Exception:
         log.exception("worker shutdown hook failed")
 

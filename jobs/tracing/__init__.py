@@ -42,6 +42,7 @@ from jobs.tracing.spans import (
     Traced,
     current,
     enabled,
+    flush,
     inject_headers,
     job_enqueued,
     job_span,
@@ -56,7 +57,7 @@ CLIENT, CONSUMER, PRODUCER = SpanKind.CLIENT, SpanKind.CONSUMER, SpanKind.PRODUC
 
 __all__ = [
     "CLIENT", "CONSUMER", "NOT_TRACED", "PRODUCER", "ClaudeCall", "Traced", "claude_call",
-    "configure_tracing", "current", "enabled", "exporter_names", "inject_headers",
+    "configure_tracing", "current", "enabled", "exporter_names", "flush", "inject_headers",
     "instrument_s3", "job_enqueued", "job_span", "log_fields", "provider", "set_attribute",
     "trace_fields", "use", "webhook_attempt",
 ]  # fmt: skip

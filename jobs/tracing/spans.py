@@ -16,6 +16,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 NOTHING: Mapping[str, str] = MappingProxyType({})
+FLUSH_TIMEOUT_S = 5.0
 _W3C = TraceContextTextMapPropagator()
 
 _provider: TracerProvider | None = None
@@ -43,6 +44,16 @@ def use(new: TracerProvider | None) -> None:
     global _provider, _tracer
     _provider = new
     _tracer = new.get_tracer("longrun") if new is not None else None
+
+
+def flush(timeout_s: float = FLUSH_TIMEOUT_S) -> bool:
+    """Export the spans still batched, waiting at most `timeout_s`; whether all went out.
+    The API and the worker call it as they stop: the SDK's own exit hook never runs in a
+    process that ends by its signal (uvicorn re-raises SIGTERM once it has shut down), and
+    the batch's last spans (up to `OTEL_BSP_SCHEDULE_DELAY`, 5 s by default) were lost."""
+    if _provider is None:
+        return True
+    return _provider.force_flush(int(timeout_s * 1000))
 
 
 class Traced:
