@@ -733,8 +733,9 @@ CLIENT_METHODS = {
 }
 
 
-def test_every_route_of_the_api_has_a_method_on_both_clients(stack):
-    app = create_app(make_settings(stack.redis_url, "http://127.0.0.1:9"))
+def test_every_route_of_the_api_has_a_method_on_both_clients():
+    # Building the app connects to nothing; its OpenAPI document lists every route.
+    app = create_app(make_settings("redis://127.0.0.1:9/0", "http://127.0.0.1:9"))
     operations = {
         (method.upper(), path)
         for path, item in app.openapi()["paths"].items()
