@@ -233,24 +233,28 @@ def side_env_for(side: str, tree: Path, base: dict[str, str], sink: SpanSink) ->
     return env
 
 
+def worker_env(server: RedisServer, side: str, tree: Path, sink: SpanSink) -> dict[str, str]:
+    """The environment of the side's worker (and of what queues its jobs)."""
+    worker = {**OUR_ENV, "REDIS_URL": server.url, "WORKER_CONCURRENCY": str(CONCURRENCY)}
+    return side_env_for(side, tree, service_free_env(worker), sink)
+
+
+def queue_jobs(r: Redis, server: RedisServer, tree: Path, env: dict[str, str], jobs: int) -> None:
+    """An empty Redis, then `jobs` trivial jobs made by the side's own `JobStore.create`."""
+    r.flushall()
+    subprocess.run(
+        [str(OUR_BIN / "python"), "-c", ENQUEUE, server.url, str(jobs)],
+        cwd=tree, env=env, check=True, timeout=300, capture_output=True,
+    )  # fmt: skip
+
+
 def drain_once(
     server: RedisServer, children: Children, side: str, tree: Path, sink: SpanSink,
     jobs: int, rep: int, timeout_s: float,
 ) -> dict[str, Any]:  # fmt: skip
-    env = side_env_for(
-        side,
-        tree,
-        service_free_env(
-            {**OUR_ENV, "REDIS_URL": server.url, "WORKER_CONCURRENCY": str(CONCURRENCY)}
-        ),
-        sink,
-    )
+    env = worker_env(server, side, tree, sink)
     with Redis.from_url(server.url) as r:
-        r.flushall()
-        subprocess.run(
-            [str(OUR_BIN / "python"), "-c", ENQUEUE, server.url, str(jobs)],
-            cwd=tree, env=env, check=True, timeout=300, capture_output=True,
-        )  # fmt: skip
+        queue_jobs(r, server, tree, env, jobs)
         exports_before = sink.exports
         proc = children.start(
             [str(OUR_BIN / "arq"), "bench.workers.OurWorkerSettings"], env,
@@ -349,23 +353,12 @@ def worker_calls(
     slope between a profiled drain of `jobs` and one of three times as many."""
     counts: dict[int, dict[str, int]] = {}
     for n in (jobs, 3 * jobs):
-        env = side_env_for(
-            side,
-            tree,
-            service_free_env(
-                {**OUR_ENV, "REDIS_URL": server.url, "WORKER_CONCURRENCY": str(CONCURRENCY)}
-            ),
-            sink,
-        )
+        env = worker_env(server, side, tree, sink)
         with tempfile.TemporaryDirectory(prefix="otel-calls-") as tmp:
             out = Path(tmp) / "calls.json"
             env["BENCH_CALLS_OUT"] = str(out)
             with Redis.from_url(server.url) as r:
-                r.flushall()
-                subprocess.run(
-                    [str(OUR_BIN / "python"), "-c", ENQUEUE, server.url, str(n)],
-                    cwd=tree, env=env, check=True, timeout=300, capture_output=True,
-                )  # fmt: skip
+                queue_jobs(r, server, tree, env, n)
                 proc = children.start(
                     [str(OUR_BIN / "python"), "-c", WORKER_CALLS], env, f"calls-{side}-{n}",
                     cwd=tree,

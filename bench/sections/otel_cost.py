@@ -63,7 +63,7 @@ def body(view: View) -> list[str]:
 def calls(view: View) -> list[str]:
     """The Python calls each side makes per enqueueing POST and per job of the drain."""
     s = view.settings
-    exact = view.fmt("ratio.calls_per_request.off_over_before", 4)
+    ratio = view.fmt("ratio.calls_per_request.off_over_before", 4)
     rows = [
         [
             side,
@@ -91,12 +91,12 @@ def calls(view: View) -> list[str]:
         "",
         f"Per POST: the app in-process over httpx's ASGI transport, {s.get('call_requests', '?')} "
         "enqueueing POSTs after a warm-up; the request path does the same work every time, "
-        f"so the count is exact (off/before {exact}). "
+        f"so its count hardly moves from run to run (off/before {ratio}). "
         "Per job: the worker under the arq CLI, the slope between a drain of "
         f"{s.get('call_jobs', '?')} jobs and one of three times as many. The total moves by "
         "a few percent between runs with the number of polls and the size of each claim (how "
-        "many slots were free when it ran), so only the calls into the tracing modules "
-        "(`jobs/tracing/`, `api/tracing.py`) are exact; off, every one of them returns at its "
+        "many slots were free when it ran); the calls into the tracing modules "
+        "(`jobs/tracing/`, `api/tracing.py`) do not: off, every one of them returns at its "
         "first test.",
     ]
 
