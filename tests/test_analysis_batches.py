@@ -14,6 +14,9 @@ from api.sessions import COOKIE
 from jobs.analyses import build_request
 from jobs.analysis_batches.economy import custom_id
 from jobs.analysis_batches.state import BatchState
+from jobs.documents import analysis_key
+from jobs.errors import NotFound
+from jobs.storage import open_storage
 from tests.conftest import (
     ACME,
     GLOBEX,
@@ -23,6 +26,7 @@ from tests.conftest import (
     running_worker,
 )
 from tests.support.processes import kill, start_worker
+from tests.support.proxy import Proxy
 from tests.support.receiver import Receiver
 
 ENDED = ("succeeded", "failed", "cancelled")
@@ -388,3 +392,51 @@ async def test_results_of_another_accounts_batch_are_a_404(api, claude):
     job = (await create(api, document_ids=await make_docs(api, 1), mode="standard")).json()
     answer = await api.get(f"/v1/analysis-batches/{job['id']}/results", headers=GLOBEX)
     assert answer.status_code == 404
+
+
+async def test_a_paid_answer_waits_out_a_redis_outage_instead_of_being_bought_again(
+    batch_settings, api, claude, redis_server
+):
+    # The worker reaches Redis through a proxy that goes down while Claude is answering:
+    # the answer is stored in S3, then its record in Redis fails until Redis is back.
+    proxy = Proxy(target_port=redis_server.port).start()
+    cut = batch_settings.model_copy(
+        update={
+            "redis_url": f"redis://127.0.0.1:{proxy.port}/0",
+            "redis_retry_seconds": 0.2,  # a Redis error surfaces at once
+            "worker_lease_seconds": 30.0,  # the outage is not the lease's business here
+        }
+    )
+    (doc,) = await make_docs(api, 1, text="fake-answers[paid]=slow:1.5")
+    job = (await create(api, document_ids=[doc], mode="standard")).json()
+    meta = (await api.get(f"/v1/documents/{doc}", headers=ACME)).json()
+    key = analysis_key("acme", meta["user_id"], doc, job["id"])
+
+    async def asked() -> bool:
+        return len(claude.requests) >= 1
+
+    async with open_storage(batch_settings) as storage:
+
+        async def answer_stored() -> bool:
+            try:
+                return bool(await storage.get_bytes(key))
+            except NotFound:
+                return False
+
+        try:
+            async with running_worker(cut):
+                await eventually(asked, timeout=30)
+                proxy.set_down(True)
+                await eventually(answer_stored, timeout=30)
+                refused = proxy.refused
+                await eventually(lambda: _more(proxy, refused), timeout=30)  # it tried Redis
+                proxy.set_down(False)
+                job = await finished(api, job["id"])
+        finally:
+            proxy.stop()
+    assert job["state"] == "succeeded" and job["result"]["succeeded"] == 1
+    assert len(claude.requests) == 1  # not asked again
+
+
+async def _more(proxy: Proxy, than: int) -> bool:
+    return proxy.refused > than

@@ -21,7 +21,7 @@ import json
 import time
 from typing import Any
 
-from jobs.analyses import build_request, save_analysis, usage_of
+from jobs.analyses import build_request, save_analysis, usage_of, while_paid_answer_in_memory
 from jobs.analysis_batches.state import BatchState
 from jobs.claude import Claude
 from jobs.documents import Documents
@@ -86,7 +86,7 @@ class Step:
 
     async def analyse(self, doc_id: str) -> None:
         """Analyse one document and record its result, or schedule its next try."""
-        run, batch = self.run, self.batch
+        run = self.run
         try:
             result = await self._answer(doc_id)
         except HandBack as back:
@@ -101,9 +101,15 @@ class Step:
             return
         if result is None:
             return
-        await batch.record(run.account, doc_id, usage=result["usage"], model=result["model"])
-        await self.redis.delete(batch.answer_key(doc_id))
+        # Until it is recorded the paid answer is only in this process (and in S3, where the
+        # next step would not look): through a Redis failover, wait rather than buy it again.
+        await while_paid_answer_in_memory(run, lambda: self._record(doc_id, result))
         self.done += 1
+
+    async def _record(self, doc_id: str, result: dict[str, Any]) -> None:
+        batch = self.batch
+        await batch.record(self.run.account, doc_id, usage=result["usage"], model=result["model"])
+        await self.redis.delete(batch.answer_key(doc_id))
 
     async def _answer(self, doc_id: str) -> dict[str, Any] | None:
         run = self.run
